@@ -1,0 +1,287 @@
+// Package idp imitates the machine-to-machine part of Wristband's OAuth2 API:
+// the client-credentials token endpoint and the JWKS endpoint, with tokens
+// shaped like Wristband's (RS256, typ at+JWT, kid; iss, sub, client_id,
+// app_id, tnt_id, sub_kind, iat, exp, jti; no aud).
+package idp
+
+import (
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/subtle"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"mime"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v2/jwk"
+	"github.com/lestrrat-go/jwx/v2/jws"
+	"github.com/lestrrat-go/jwx/v2/jwt"
+)
+
+// Paths, as on Wristband.
+const (
+	TokenPath = "/api/v1/oauth2/token"
+	JWKSPath  = "/api/v1/oauth2/jwks"
+)
+
+// Config of the emulated application.
+type Config struct {
+	Issuer   string
+	Clients  map[string]string // client ID -> secret
+	Lifetime time.Duration
+	AppID    string
+	TenantID string
+	Key      *rsa.PrivateKey
+	KeyID    string // empty: derived from the key (RFC 7638 thumbprint)
+	Now      func() time.Time
+}
+
+// IdP serves the two endpoints.
+type IdP struct {
+	cfg     Config
+	signKey jwk.Key
+	jwks    []byte
+	issued  atomic.Uint64
+}
+
+// New checks the config and prepares the signing key and the JWKS document.
+func New(cfg Config) (*IdP, error) {
+	var errs []error
+	if cfg.Issuer == "" {
+		errs = append(errs, errors.New("issuer is empty"))
+	}
+	if len(cfg.Clients) == 0 {
+		errs = append(errs, errors.New("no clients registered"))
+	}
+	if cfg.Lifetime < time.Second {
+		errs = append(errs, fmt.Errorf("token lifetime %s is under 1s", cfg.Lifetime))
+	}
+	if cfg.Key == nil {
+		errs = append(errs, errors.New("no signing key"))
+	} else if cfg.Key.N.BitLen() < 2048 {
+		errs = append(errs, fmt.Errorf("signing key has %d bits, Wristband uses at least 2048", cfg.Key.N.BitLen()))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	priv, err := jwk.FromRaw(cfg.Key)
+	if err != nil {
+		return nil, fmt.Errorf("signing key: %w", err)
+	}
+	pub, err := jwk.PublicKeyOf(priv)
+	if err != nil {
+		return nil, fmt.Errorf("public key: %w", err)
+	}
+	if cfg.KeyID == "" {
+		tp, err := pub.Thumbprint(crypto.SHA256)
+		if err != nil {
+			return nil, fmt.Errorf("key thumbprint: %w", err)
+		}
+		cfg.KeyID = base64.RawURLEncoding.EncodeToString(tp)
+	}
+	for _, k := range []jwk.Key{priv, pub} {
+		_ = k.Set(jwk.KeyIDKey, cfg.KeyID)
+		_ = k.Set(jwk.AlgorithmKey, jwa.RS256)
+		_ = k.Set(jwk.KeyUsageKey, jwk.ForSignature)
+	}
+	set := jwk.NewSet()
+	_ = set.AddKey(pub)
+	doc, err := json.Marshal(set)
+	if err != nil {
+		return nil, fmt.Errorf("encoding JWKS: %w", err)
+	}
+	return &IdP{cfg: cfg, signKey: priv, jwks: doc}, nil
+}
+
+// KeyID is the kid of the signing key.
+func (p *IdP) KeyID() string { return p.cfg.KeyID }
+
+// Issued counts the tokens issued since start.
+func (p *IdP) Issued() uint64 { return p.issued.Load() }
+
+// Register adds the endpoints to e.
+func (p *IdP) Register(e *echo.Echo) {
+	e.POST(TokenPath, p.token)
+	e.GET(JWKSPath, p.jwksHandler)
+}
+
+type tokenResponse struct {
+	AccessToken string `json:"access_token"`
+	TokenType   string `json:"token_type"`
+	ExpiresIn   int64  `json:"expires_in"`
+}
+
+type oauthError struct {
+	Error       string `json:"error"`
+	Description string `json:"error_description"`
+}
+
+func (p *IdP) fail(c echo.Context, status int, code, desc string) error {
+	h := c.Response().Header()
+	h.Set("Cache-Control", "no-store")
+	h.Set("Pragma", "no-cache")
+	if status == http.StatusUnauthorized {
+		h.Set("WWW-Authenticate", `Basic realm="wristband-emulator"`)
+	}
+	return c.JSON(status, oauthError{Error: code, Description: desc})
+}
+
+// maxFormBytes bounds the token request body: a client-credentials form is a
+// few dozen bytes.
+const maxFormBytes = 8 << 10
+
+func (p *IdP) token(c echo.Context) error {
+	r := c.Request()
+	mt, _, err := mime.ParseMediaType(r.Header.Get(echo.HeaderContentType))
+	if err != nil || mt != echo.MIMEApplicationForm {
+		return p.fail(c, http.StatusBadRequest, "invalid_request", "Content-Type must be application/x-www-form-urlencoded")
+	}
+	r.Body = http.MaxBytesReader(c.Response(), r.Body, maxFormBytes)
+	if err := r.ParseForm(); err != nil {
+		return p.fail(c, http.StatusBadRequest, "invalid_request", "the request body is not a valid form")
+	}
+	for _, name := range []string{"grant_type", "client_id", "client_secret", "scope"} {
+		if len(r.PostForm[name]) > 1 {
+			return p.fail(c, http.StatusBadRequest, "invalid_request", "parameter "+name+" is repeated")
+		}
+	}
+	id, secret, ok := r.BasicAuth()
+	if !ok {
+		return p.fail(c, http.StatusUnauthorized, "invalid_client", "client authentication with HTTP Basic is required")
+	}
+	// RFC 6749 2.3.1: the credentials are form-urlencoded before Basic encoding.
+	if v, err := unescape(id); err == nil {
+		id = v
+	}
+	if v, err := unescape(secret); err == nil {
+		secret = v
+	}
+	want, known := p.cfg.Clients[id]
+	// Compare even for unknown clients so timing does not reveal which IDs exist.
+	if !known {
+		want = "\x00unknown-client"
+	}
+	if subtle.ConstantTimeCompare([]byte(secret), []byte(want)) != 1 || !known {
+		return p.fail(c, http.StatusUnauthorized, "invalid_client", "client authentication failed")
+	}
+	switch gt := r.PostForm.Get("grant_type"); gt {
+	case "":
+		return p.fail(c, http.StatusBadRequest, "invalid_request", "grant_type is required")
+	case "client_credentials":
+	default:
+		return p.fail(c, http.StatusBadRequest, "unsupported_grant_type", "only client_credentials is supported for machine-to-machine clients")
+	}
+	tok, err := p.Mint(id)
+	if err != nil {
+		return p.fail(c, http.StatusInternalServerError, "server_error", "could not issue a token")
+	}
+	h := c.Response().Header()
+	h.Set("Cache-Control", "no-store")
+	h.Set("Pragma", "no-cache")
+	return c.JSON(http.StatusOK, tokenResponse{AccessToken: tok, TokenType: "Bearer", ExpiresIn: int64(p.cfg.Lifetime / time.Second)})
+}
+
+// Mint issues an access token for clientID.
+func (p *IdP) Mint(clientID string) (string, error) {
+	now := p.cfg.Now()
+	var jti [16]byte
+	if _, err := rand.Read(jti[:]); err != nil {
+		return "", err
+	}
+	t, err := jwt.NewBuilder().
+		Issuer(p.cfg.Issuer).
+		Subject(clientID).
+		IssuedAt(now).
+		Expiration(now.Add(p.cfg.Lifetime)).
+		JwtID(hex.EncodeToString(jti[:])).
+		Claim("client_id", clientID).
+		Claim("app_id", p.cfg.AppID).
+		Claim("tnt_id", p.cfg.TenantID).
+		Claim("sub_kind", "client").
+		Build()
+	if err != nil {
+		return "", fmt.Errorf("building token: %w", err)
+	}
+	hdr := jws.NewHeaders()
+	_ = hdr.Set(jws.TypeKey, "at+JWT")
+	_ = hdr.Set(jws.KeyIDKey, p.cfg.KeyID)
+	signed, err := jwt.Sign(t, jwt.WithKey(jwa.RS256, p.signKey, jws.WithProtectedHeaders(hdr)))
+	if err != nil {
+		return "", fmt.Errorf("signing token: %w", err)
+	}
+	p.issued.Add(1)
+	return string(signed), nil
+}
+
+func (p *IdP) jwksHandler(c echo.Context) error {
+	c.Response().Header().Set("Cache-Control", "public, max-age=300")
+	return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, p.jwks)
+}
+
+// ParseClients reads "id:secret,id2:secret2".
+func ParseClients(s string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, pair := range strings.Split(s, ",") {
+		pair = strings.TrimSpace(pair)
+		if pair == "" {
+			continue
+		}
+		id, secret, ok := strings.Cut(pair, ":")
+		if !ok || id == "" || secret == "" {
+			// Never echo the pair: it holds a secret.
+			return nil, errors.New("CLIENTS must be a comma-separated list of id:secret pairs")
+		}
+		out[id] = secret
+	}
+	if len(out) == 0 {
+		return nil, errors.New("CLIENTS names no client")
+	}
+	return out, nil
+}
+
+// LoadOrGenerateKey reads an RSA private key (PKCS#1 or PKCS#8 PEM) from
+// path, or generates a 2048-bit key when path is empty. A key file lets
+// restarts keep the key, so tokens issued before a restart stay valid.
+func LoadOrGenerateKey(path string) (*rsa.PrivateKey, error) {
+	if path == "" {
+		return rsa.GenerateKey(rand.Reader, 2048)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading signing key: %w", err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return nil, fmt.Errorf("signing key %s: no PEM block", path)
+	}
+	if k, err := x509.ParsePKCS1PrivateKey(blk.Bytes); err == nil {
+		return k, nil
+	}
+	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("signing key %s: not an RSA private key in PKCS#1 or PKCS#8", path)
+	}
+	rk, ok := k.(*rsa.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("signing key %s: not an RSA key", path)
+	}
+	return rk, nil
+}
+
+func unescape(s string) (string, error) { return url.QueryUnescape(s) }
