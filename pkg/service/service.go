@@ -270,3 +270,6 @@ func Serve(ctx context.Context, log *slog.Logger, e *echo.Echo, addr string, t T
 	}
 	return nil
 }
+
+// NewDiscardLogger is a logger that writes nowhere.
+func NewDiscardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

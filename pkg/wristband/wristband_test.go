@@ -1,0 +1,72 @@
+package wristband
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestFromVanityDomain(t *testing.T) {
+	cases := []struct {
+		name, in string
+		want     Endpoints
+		err      string
+	}{
+		{"plain", "acme.us.wristband.dev", Endpoints{"https://acme.us.wristband.dev/api/v1/oauth2/token", "https://acme.us.wristband.dev/api/v1/oauth2/jwks", "https://acme.us.wristband.dev"}, ""},
+		{"with port", "localhost:8443", Endpoints{"https://localhost:8443/api/v1/oauth2/token", "https://localhost:8443/api/v1/oauth2/jwks", "https://localhost:8443"}, ""},
+		{"spaces trimmed", "  acme.dev ", Endpoints{"https://acme.dev/api/v1/oauth2/token", "https://acme.dev/api/v1/oauth2/jwks", "https://acme.dev"}, ""},
+		{"empty", "", Endpoints{}, "empty"},
+		{"scheme", "https://acme.dev", Endpoints{}, "without a scheme"},
+		{"http scheme", "http://acme.dev", Endpoints{}, "without a scheme"},
+		{"path", "acme.dev/x", Endpoints{}, "without path"},
+		{"credentials", "u:p@acme.dev", Endpoints{}, "credentials"},
+		{"bad port", "acme.dev:xx", Endpoints{}, "not a valid host"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := FromVanityDomain(tc.in)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("err %v, want one mentioning %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("got %+v %v, want %+v", got, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestSourcePrecedence(t *testing.T) {
+	cases := []struct {
+		name string
+		src  Source
+		want Endpoints
+		err  string
+	}{
+		{"nothing", Source{}, Endpoints{}, ""},
+		{"emulator fallback", Source{EmulatorURL: "http://wristband-emulator:6003/"},
+			Endpoints{"http://wristband-emulator:6003/api/v1/oauth2/token", "http://wristband-emulator:6003/api/v1/oauth2/jwks", "http://wristband-emulator:6003"}, ""},
+		{"vanity domain beats emulator", Source{VanityDomain: "acme.dev", EmulatorURL: "http://emu:6003"},
+			Endpoints{"https://acme.dev/api/v1/oauth2/token", "https://acme.dev/api/v1/oauth2/jwks", "https://acme.dev"}, ""},
+		{"explicit overrides win field by field", Source{VanityDomain: "acme.dev", TokenURL: "http://idp:1/token", Issuer: "http://idp:1"},
+			Endpoints{"http://idp:1/token", "https://acme.dev/api/v1/oauth2/jwks", "http://idp:1"}, ""},
+		{"override without base", Source{JWKSURL: "https://idp/jwks"}, Endpoints{JWKSURL: "https://idp/jwks"}, ""},
+		{"bad override", Source{TokenURL: "ftp://x"}, Endpoints{}, "token URL"},
+		{"bad emulator URL", Source{EmulatorURL: "emu:6003"}, Endpoints{}, "http"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := tc.src.Resolve()
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("err %v, want one mentioning %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("got %+v %v, want %+v", got, err, tc.want)
+			}
+		})
+	}
+}

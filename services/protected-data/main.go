@@ -1,0 +1,101 @@
+// Command protected-data serves GET /api/protected/data to callers that
+// present a valid Wristband (or emulator) access token.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/jwtauth"
+	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/service"
+	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/wristband"
+	"github.com/wristband-m2m-go/wristband-m2m-go/services/protected-data/internal/api"
+)
+
+const defaultAddr = ":6002"
+
+type config struct {
+	ListenAddr string `envconfig:"LISTEN_ADDR" default:":6002"`
+
+	// Where the keys and the issuer come from: see wristband.Source.
+	VanityDomain string `envconfig:"APPLICATION_VANITY_DOMAIN"`
+	EmulatorURL  string `envconfig:"WRISTBAND_EMULATOR_URL"`
+	JWKSURL      string `envconfig:"JWKS_URL"`
+	Issuer       string `envconfig:"ISSUER"`
+
+	Audience         []string      `envconfig:"AUDIENCE"`
+	Algorithms       []string      `envconfig:"ALGORITHMS" default:"RS256"`
+	TokenType        string        `envconfig:"REQUIRE_TOKEN_TYPE"`
+	Leeway           time.Duration `envconfig:"CLOCK_LEEWAY"`
+	RequiredScopes   []string      `envconfig:"REQUIRED_SCOPES"`
+	AllowedClientIDs []string      `envconfig:"ALLOWED_CLIENT_IDS"`
+
+	LogFormat string `envconfig:"LOG_FORMAT" default:"json"`
+	LogLevel  string `envconfig:"LOG_LEVEL" default:"info"`
+}
+
+func main() { service.Main("protected-data", defaultAddr, run) }
+
+func run(ctx context.Context, _ []string) error {
+	var cfg config
+	if err := service.LoadConfig(&cfg); err != nil {
+		return err
+	}
+	log, err := service.NewLogger(os.Stderr, cfg.LogFormat, cfg.LogLevel)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	if err := service.CheckListenAddr("LISTEN_ADDR", cfg.ListenAddr); err != nil {
+		errs = append(errs, err)
+	}
+	ep, err := wristband.Source{
+		VanityDomain: cfg.VanityDomain, EmulatorURL: cfg.EmulatorURL,
+		JWKSURL: cfg.JWKSURL, Issuer: cfg.Issuer,
+	}.Resolve()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if ep.JWKSURL == "" {
+		errs = append(errs, errors.New("no JWKS URL: set APPLICATION_VANITY_DOMAIN (real Wristband), JWKS_URL, or WRISTBAND_EMULATOR_URL"))
+	}
+	if ep.Issuer == "" {
+		errs = append(errs, errors.New("no issuer: set APPLICATION_VANITY_DOMAIN (real Wristband), ISSUER, or WRISTBAND_EMULATOR_URL"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("invalid configuration:\n%w", err)
+	}
+
+	// The validator owns its background JWKS refresh; it ends with Close.
+	v, err := jwtauth.New(ctx, jwtauth.Config{
+		JWKSURL: ep.JWKSURL, Issuer: ep.Issuer, Audience: cfg.Audience,
+		Algorithms: cfg.Algorithms, TokenType: cfg.TokenType, Leeway: cfg.Leeway,
+		Realm: "protected-data", Logger: log,
+	})
+	if err != nil {
+		return fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	defer v.Close()
+
+	host, _ := os.Hostname()
+	log.Info("protected-data starting",
+		slog.String("jwks_url", ep.JWKSURL), slog.String("issuer", ep.Issuer),
+		slog.String("algorithms", strings.Join(cfg.Algorithms, ",")), slog.String("replica", host))
+
+	var opts []jwtauth.Option
+	if len(cfg.RequiredScopes) > 0 {
+		opts = append(opts, jwtauth.RequireScopes(cfg.RequiredScopes...))
+	}
+	if len(cfg.AllowedClientIDs) > 0 {
+		opts = append(opts, jwtauth.AllowClients(cfg.AllowedClientIDs...))
+	}
+	e := service.NewEcho(log)
+	service.Health(e, log, service.Check{Name: "jwks", Fn: func(context.Context) error { return v.Ready() }})
+	api.Register(e, v.Middleware(opts...), host)
+	return service.Serve(ctx, log, e, cfg.ListenAddr, service.Timeouts{})
+}

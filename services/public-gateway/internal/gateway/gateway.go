@@ -1,0 +1,179 @@
+// Package gateway holds the public gateway's routes and its client for
+// protected-data.
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/go-resty/resty/v2"
+	"github.com/labstack/echo/v4"
+
+	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/m2m"
+	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/service"
+)
+
+// Paths.
+const (
+	PublicPath    = "/api/public/data"
+	ProtectedPath = "/api/protected/data"
+)
+
+// HeaderServedBy is protected-data's replica name, passed on to callers so
+// that load spreading can be observed.
+const HeaderServedBy = "X-Served-By"
+
+// maxDownstreamBody bounds what the gateway reads from protected-data: its
+// answers are tens of bytes.
+const maxDownstreamBody = 1 << 20
+
+// PublicResponse is the public route's body; field order is the reference
+// demo's.
+type PublicResponse struct {
+	PublicData    string `json:"publicData"`
+	ProtectedData string `json:"protectedData"`
+}
+
+// Config of the gateway's downstream side.
+type Config struct {
+	ProtectedDataURL string
+	Timeout          time.Duration // whole downstream call, retries included
+	Transport        http.RoundTripper
+	Tokens           *m2m.TokenSource
+	Log              *slog.Logger
+}
+
+// Gateway serves the public routes.
+type Gateway struct {
+	api     *resty.Client // carries the gateway's own M2M token
+	forward *resty.Client // carries the caller's Authorization, never ours
+	timeout time.Duration
+	log     *slog.Logger
+}
+
+// New builds the two downstream clients once; they are safe for concurrent
+// use because nothing is set on them per request.
+func New(cfg Config) *Gateway {
+	mk := func() *resty.Client {
+		c := resty.NewWithClient(&http.Client{Transport: cfg.Transport})
+		c.SetBaseURL(cfg.ProtectedDataURL).
+			SetLogger(discardLogger{}).
+			SetDisableWarn(true).
+			SetResponseBodyLimit(maxDownstreamBody).
+			SetHeader("Accept", "application/json").
+			SetHeader("User-Agent", "wristband-m2m-go/public-gateway")
+		return c
+	}
+	api := mk()
+	// A 401 from protected-data means our token was refused (revoked, key
+	// rotated): the hook drops exactly that token and the request is retried
+	// once with a fresh one.
+	api.SetRetryWaitTime(10 * time.Millisecond).SetRetryMaxWaitTime(100 * time.Millisecond)
+	cfg.Tokens.Attach(api)
+	return &Gateway{api: api, forward: mk(), timeout: cfg.Timeout, log: cfg.Log}
+}
+
+// Register mounts the routes.
+func (g *Gateway) Register(e *echo.Echo) {
+	e.GET(PublicPath, g.public)
+	e.GET(ProtectedPath, g.protected)
+}
+
+type protectedBody struct {
+	ProtectedData *string `json:"protectedData"`
+}
+
+func (g *Gateway) public(c echo.Context) error {
+	ctx, cancel := context.WithTimeout(c.Request().Context(), g.timeout)
+	defer cancel()
+	resp, err := g.api.R().
+		SetContext(ctx).
+		SetHeader(service.HeaderRequestID, c.Response().Header().Get(service.HeaderRequestID)).
+		Get(ProtectedPath)
+	if err != nil {
+		return g.downstreamError(c, err)
+	}
+	if sb := resp.Header().Get(HeaderServedBy); sb != "" {
+		c.Response().Header().Set(HeaderServedBy, sb)
+	}
+	switch resp.StatusCode() {
+	case http.StatusOK:
+	case http.StatusUnauthorized, http.StatusForbidden:
+		// Already retried once with a fresh token: our credentials are not
+		// good enough for protected-data. The caller can do nothing about it.
+		g.log.Warn("protected-data refused the gateway's token", "status", resp.StatusCode(),
+			"request_id", c.Response().Header().Get(service.HeaderRequestID))
+		return service.JSONError(c, http.StatusBadGateway, "bad_gateway", "protected-data refused the gateway's credentials")
+	case http.StatusServiceUnavailable:
+		c.Response().Header().Set("Retry-After", "1")
+		return service.JSONError(c, http.StatusServiceUnavailable, "temporarily_unavailable", "protected-data is not ready")
+	default:
+		return service.JSONError(c, http.StatusBadGateway, "bad_gateway", "protected-data answered "+http.StatusText(resp.StatusCode()))
+	}
+	var body protectedBody
+	if err := json.Unmarshal(resp.Body(), &body); err != nil || body.ProtectedData == nil {
+		return service.JSONError(c, http.StatusBadGateway, "bad_gateway", "protected-data answered an unexpected body")
+	}
+	return c.JSON(http.StatusOK, PublicResponse{PublicData: "hello world", ProtectedData: *body.ProtectedData})
+}
+
+// protected forwards the caller's own credentials so that the reference
+// demo's curl examples against port 6001 behave as they did there.
+func (g *Gateway) protected(c echo.Context) error {
+	ctx, cancel := context.WithTimeout(c.Request().Context(), g.timeout)
+	defer cancel()
+	req := g.forward.R().SetContext(ctx).
+		SetHeader(service.HeaderRequestID, c.Response().Header().Get(service.HeaderRequestID))
+	// All values, so that a request with two Authorization headers is
+	// rejected downstream as it would be if sent there directly.
+	for _, v := range c.Request().Header.Values(echo.HeaderAuthorization) {
+		req.Header.Add(echo.HeaderAuthorization, v)
+	}
+	resp, err := req.Get(ProtectedPath)
+	if err != nil {
+		return g.downstreamError(c, err)
+	}
+	h := c.Response().Header()
+	for _, name := range []string{echo.HeaderWWWAuthenticate, "Retry-After", HeaderServedBy, "Cache-Control"} {
+		if v := resp.Header().Get(name); v != "" {
+			h.Set(name, v)
+		}
+	}
+	ct := resp.Header().Get(echo.HeaderContentType)
+	if ct == "" {
+		ct = echo.MIMEApplicationJSON
+	}
+	return c.Blob(resp.StatusCode(), ct, resp.Body())
+}
+
+// downstreamError maps a failed call to 503 (no token), 504 (timeout) or
+// 502 (anything else). The error is logged; the caller gets no internals.
+func (g *Gateway) downstreamError(c echo.Context, err error) error {
+	rid := c.Response().Header().Get(service.HeaderRequestID)
+	var ne net.Error
+	switch {
+	case errors.Is(err, m2m.ErrTokenUnavailable):
+		g.log.Warn("no M2M token for the downstream call", "err", err, "request_id", rid)
+		c.Response().Header().Set("Retry-After", "1")
+		return service.JSONError(c, http.StatusServiceUnavailable, "temporarily_unavailable", "the gateway holds no valid access token; try again shortly")
+	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
+		g.log.Warn("protected-data timed out", "err", err, "request_id", rid)
+		return service.JSONError(c, http.StatusGatewayTimeout, "gateway_timeout", "protected-data did not answer in time")
+	default:
+		g.log.Warn("protected-data unreachable", "err", err, "request_id", rid)
+		return service.JSONError(c, http.StatusBadGateway, "bad_gateway", "protected-data is unreachable")
+	}
+}
+
+// discardLogger silences resty: its messages can carry request details we
+// choose to log ourselves, once, without secrets.
+type discardLogger struct{}
+
+func (discardLogger) Errorf(string, ...any) {}
+func (discardLogger) Warnf(string, ...any)  {}
+func (discardLogger) Debugf(string, ...any) {}

@@ -1,0 +1,138 @@
+// Command public-gateway serves GET /api/public/data by calling
+// protected-data with a machine-to-machine access token obtained from
+// Wristband (or the emulator) with the client-credentials grant.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/m2m"
+	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/service"
+	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/wristband"
+	"github.com/wristband-m2m-go/wristband-m2m-go/services/public-gateway/internal/gateway"
+)
+
+const defaultAddr = ":6001"
+
+type config struct {
+	ListenAddr string `envconfig:"LISTEN_ADDR" default:":6001"`
+
+	// The reference demo's .env, unchanged.
+	VanityDomain string `envconfig:"APPLICATION_VANITY_DOMAIN"`
+	ClientID     string `envconfig:"CLIENT_ID"`
+	ClientSecret string `envconfig:"CLIENT_SECRET"`
+
+	// Overrides and the emulator fallback: see wristband.Source.
+	TokenURL    string `envconfig:"TOKEN_URL"`
+	EmulatorURL string `envconfig:"WRISTBAND_EMULATOR_URL"`
+
+	ProtectedDataURL  string        `envconfig:"PROTECTED_DATA_URL" default:"http://127.0.0.1:6002"`
+	DownstreamTimeout time.Duration `envconfig:"DOWNSTREAM_TIMEOUT" default:"5s"`
+	TokenTimeout      time.Duration `envconfig:"TOKEN_TIMEOUT" default:"10s"`
+	TokenMargin       time.Duration `envconfig:"TOKEN_MARGIN"`
+
+	LogFormat string `envconfig:"LOG_FORMAT" default:"json"`
+	LogLevel  string `envconfig:"LOG_LEVEL" default:"info"`
+}
+
+func main() { service.Main("public-gateway", defaultAddr, run) }
+
+// validate reports every problem at once. The secret is checked for
+// presence only and never printed.
+func (c config) validate() (wristband.Endpoints, error) {
+	var errs []error
+	if err := service.CheckListenAddr("LISTEN_ADDR", c.ListenAddr); err != nil {
+		errs = append(errs, err)
+	}
+	ep, err := wristband.Source{VanityDomain: c.VanityDomain, EmulatorURL: c.EmulatorURL, TokenURL: c.TokenURL}.Resolve()
+	if err != nil {
+		errs = append(errs, fmt.Errorf("APPLICATION_VANITY_DOMAIN/TOKEN_URL/WRISTBAND_EMULATOR_URL: %w", err))
+	} else if ep.TokenURL == "" {
+		errs = append(errs, errors.New("no token endpoint: set APPLICATION_VANITY_DOMAIN (real Wristband), TOKEN_URL, or WRISTBAND_EMULATOR_URL"))
+	}
+	if strings.TrimSpace(c.ClientID) == "" {
+		errs = append(errs, errors.New("CLIENT_ID is empty"))
+	}
+	if c.ClientSecret == "" {
+		errs = append(errs, errors.New("CLIENT_SECRET is empty"))
+	}
+	if _, err := wristband.CheckURL(c.ProtectedDataURL); err != nil {
+		errs = append(errs, fmt.Errorf("PROTECTED_DATA_URL: %w", err))
+	}
+	if c.DownstreamTimeout <= 0 {
+		errs = append(errs, errors.New("DOWNSTREAM_TIMEOUT must be positive"))
+	}
+	if c.TokenTimeout <= 0 {
+		errs = append(errs, errors.New("TOKEN_TIMEOUT must be positive"))
+	}
+	if c.TokenMargin < 0 {
+		errs = append(errs, errors.New("TOKEN_MARGIN must not be negative"))
+	}
+	return ep, errors.Join(errs...)
+}
+
+func run(ctx context.Context, _ []string) error {
+	var cfg config
+	if err := service.LoadConfig(&cfg); err != nil {
+		return err
+	}
+	log, err := service.NewLogger(os.Stderr, cfg.LogFormat, cfg.LogLevel)
+	if err != nil {
+		return err
+	}
+	ep, err := cfg.validate()
+	if err != nil {
+		return fmt.Errorf("invalid configuration:\n%w", err)
+	}
+
+	tokens, err := m2m.New(m2m.Config{
+		TokenURL: ep.TokenURL, ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret,
+		HTTPClient: &http.Client{Timeout: cfg.TokenTimeout},
+		Margin:     cfg.TokenMargin, Logger: log,
+	})
+	if err != nil {
+		return fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	// The first token is fetched in the background: the listener is up at
+	// once, and /readyz says when a token is held.
+	tokens.Start()
+	defer tokens.Close()
+
+	log.Info("public-gateway starting",
+		slog.String("token_url", ep.TokenURL), slog.String("client_id", cfg.ClientID),
+		slog.String("protected_data_url", cfg.ProtectedDataURL))
+
+	e := service.NewEcho(log)
+	service.Health(e, log, service.Check{Name: "token", Fn: func(context.Context) error { return tokens.Ready() }})
+	gateway.New(gateway.Config{
+		ProtectedDataURL: cfg.ProtectedDataURL,
+		Timeout:          cfg.DownstreamTimeout,
+		Transport:        newTransport(),
+		Tokens:           tokens,
+		Log:              log,
+	}).Register(e)
+	return service.Serve(ctx, log, e, cfg.ListenAddr, service.Timeouts{})
+}
+
+// newTransport keeps enough idle connections to protected-data for the
+// gateway's concurrency, with a timeout on every phase.
+func newTransport() http.RoundTripper {
+	return &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 3 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:          512,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   5 * time.Second,
+		ResponseHeaderTimeout: 10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+	}
+}
