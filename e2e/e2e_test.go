@@ -43,7 +43,7 @@ func forge(t *testing.T, key *rsa.PrivateKey, kid string, claims map[string]any)
 func b64(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
 
 // emulatorToken asks the emulator for a token as any client would.
-func emulatorToken(t *testing.T, s *system) string {
+func emulatorToken(t testing.TB, s *system) string {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, s.emuURL()+"/api/v1/oauth2/token",
 		strings.NewReader(url.Values{"grant_type": {"client_credentials"}}.Encode()))

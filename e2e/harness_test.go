@@ -37,8 +37,9 @@ func runMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	binDir = dir
-	for _, svc := range []string{"public-gateway", "protected-data", "wristband-emulator"} {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, svc), "./services/"+svc)
+	for _, pkg := range []string{"services/public-gateway", "services/protected-data", "services/wristband-emulator", "e2e/hello"} {
+		svc := filepath.Base(pkg)
+		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, svc), "./"+pkg)
 		cmd.Dir = ".."
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
@@ -78,7 +79,7 @@ type proc struct {
 
 // start runs a service binary with exactly env (plus PATH) and stops it when
 // the test ends.
-func start(t *testing.T, svc string, env ...string) *proc {
+func start(t testing.TB, svc string, env ...string) *proc {
 	t.Helper()
 	p := &proc{name: svc, out: &syncBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(filepath.Join(binDir, svc))
@@ -99,7 +100,7 @@ func start(t *testing.T, svc string, env ...string) *proc {
 }
 
 // stop sends SIGTERM and waits for a graceful exit.
-func (p *proc) stop(t *testing.T) {
+func (p *proc) stop(t testing.TB) {
 	t.Helper()
 	select {
 	case <-p.done:
@@ -128,7 +129,7 @@ func (p *proc) alive() bool {
 	}
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -146,7 +147,7 @@ type reply struct {
 	body   string
 }
 
-func get(t *testing.T, url string, header ...string) reply {
+func get(t testing.TB, url string, header ...string) reply {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, url, nil)
 	if err != nil {
@@ -166,7 +167,7 @@ func get(t *testing.T, url string, header ...string) reply {
 
 // waitStatus polls url until it answers want, or fails the test after
 // timeout. Used for readiness, never to measure speed.
-func waitStatus(t *testing.T, url string, want int, timeout time.Duration) {
+func waitStatus(t testing.TB, url string, want int, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	last := "no answer"
@@ -193,7 +194,7 @@ func waitStatus(t *testing.T, url string, want int, timeout time.Duration) {
 
 // writeKey writes a fresh RSA key as PEM, so that the emulator keeps its key
 // across restarts and the test can forge tokens with the real key.
-func writeKey(t *testing.T) (string, *rsa.PrivateKey) {
+func writeKey(t testing.TB) (string, *rsa.PrivateKey) {
 	t.Helper()
 	k, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -226,14 +227,14 @@ func (s *system) emuURL() string { return "http://" + s.emuAddr }
 func (s *system) gwURL() string  { return "http://" + s.gwAddr }
 func (s *system) pdURL() string  { return "http://" + s.pdAddr }
 
-func (s *system) startEmulator(t *testing.T) {
+func (s *system) startEmulator(t testing.TB) {
 	s.emu = start(t, "wristband-emulator", s.emuEnv...)
 	waitStatus(t, s.emuURL()+"/healthz", 200, 30*time.Second)
 }
 
 // startSystem starts emulator, protected-data and gateway; extra gateway
 // env entries override the defaults.
-func startSystem(t *testing.T, lifetime time.Duration, gwExtra ...string) *system {
+func startSystem(t testing.TB, lifetime time.Duration, gwExtra ...string) *system {
 	t.Helper()
 	s := &system{emuAddr: freeAddr(t), pdAddr: freeAddr(t), gwAddr: freeAddr(t)}
 	s.keyPath, s.key = writeKey(t)
