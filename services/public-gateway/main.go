@@ -8,12 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"strings"
 	"time"
 
+	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/lb"
 	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/m2m"
 	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/service"
 	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/wristband"
@@ -110,29 +110,23 @@ func run(ctx context.Context, _ []string) error {
 		slog.String("token_url", ep.TokenURL), slog.String("client_id", cfg.ClientID),
 		slog.String("protected_data_url", cfg.ProtectedDataURL))
 
+	// Client-side balancing over every address protected-data's name resolves
+	// to (compose --scale, Swarm dnsrr, a Kubernetes headless Service), with
+	// passive health and retries of the idempotent GET on another replica.
+	tr, err := lb.NewTransport(lb.Config{Logger: log})
+	if err != nil {
+		return fmt.Errorf("downstream transport: %w", err)
+	}
+	defer tr.Close()
+
 	e := service.NewEcho(log)
 	service.Health(e, log, service.Check{Name: "token", Fn: func(context.Context) error { return tokens.Ready() }})
 	gateway.New(gateway.Config{
 		ProtectedDataURL: cfg.ProtectedDataURL,
 		Timeout:          cfg.DownstreamTimeout,
-		Transport:        newTransport(),
+		Transport:        tr,
 		Tokens:           tokens,
 		Log:              log,
 	}).Register(e)
 	return service.Serve(ctx, log, e, cfg.ListenAddr, service.Timeouts{})
-}
-
-// newTransport keeps enough idle connections to protected-data for the
-// gateway's concurrency, with a timeout on every phase.
-func newTransport() http.RoundTripper {
-	return &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: 3 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:          512,
-		MaxIdleConnsPerHost:   256,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   5 * time.Second,
-		ResponseHeaderTimeout: 10 * time.Second,
-		ExpectContinueTimeout: time.Second,
-	}
 }
