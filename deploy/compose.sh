@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Runs Docker Compose, whichever one this machine has, so that the Makefile
+# and the tests work with the Compose v2 plugin (`docker compose`), with a
+# project-local Compose v2 built from the Go module proxy, or with the old
+# Python docker-compose 1.29. docker-compose.yml is written for all three.
+#
+#   deploy/compose.sh which          # print the command that will be used
+#   deploy/compose.sh <compose args> # run it
+#   deploy/compose.sh wait-healthy [seconds]  # wait for the project's containers
+#
+# Order: $COMPOSE if set; `docker compose`; deploy/.tools/bin/docker-compose
+# (built by deploy/install-compose.sh unless COMPOSE_INSTALL=0); docker-compose.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+local_v2=$root/deploy/.tools/bin/docker-compose
+
+find_compose() {
+  if [ -n "${COMPOSE:-}" ]; then echo "$COMPOSE"; return 0; fi
+  if docker compose version >/dev/null 2>&1; then echo "docker compose"; return 0; fi
+  if [ -x "$local_v2" ]; then echo "$local_v2"; return 0; fi
+  if [ "${COMPOSE_INSTALL:-1}" = 1 ] && "$root/deploy/install-compose.sh" >&2; then
+    echo "$local_v2"; return 0
+  fi
+  if command -v docker-compose >/dev/null 2>&1; then echo "docker-compose"; return 0; fi
+  echo "compose: no Docker Compose found (docker compose, $local_v2, docker-compose)" >&2
+  return 1
+}
+
+cd "$root"
+cmd=$(find_compose)
+case "${1:-}" in
+which)
+  echo "$cmd"
+  ;;
+wait-healthy)
+  # Both Compose generations understand `ps -q`; health comes from docker.
+  limit=${2:-120}
+  deadline=$((SECONDS + limit))
+  while :; do
+    ids=$($cmd ps -q)
+    pending=0
+    for id in $ids; do
+      st=$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$id")
+      case "$st" in healthy | running) ;; *) pending=$((pending + 1)) ;; esac
+    done
+    if [ -n "$ids" ] && [ "$pending" = 0 ]; then
+      echo "compose: all $(echo "$ids" | wc -w) containers healthy"
+      exit 0
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      echo "compose: containers not healthy after ${limit}s" >&2
+      $cmd ps >&2 || true
+      exit 1
+    fi
+    sleep 1
+  done
+  ;;
+*)
+  # shellcheck disable=SC2086 # $cmd may be two words ("docker compose")
+  exec $cmd "$@"
+  ;;
+esac
