@@ -1,0 +1,395 @@
+// Package kubernetes holds the kustomize base and overlays; its test renders
+// them with kustomize's Go API (what `kubectl apply -k` runs) and decodes
+// every object strictly into the Kubernetes API types, so that a typo'd
+// field, a Service selecting no pod or a missing probe fails here, where no
+// cluster runs.
+package kubernetes
+
+import (
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/json"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+)
+
+// rendered is one overlay's output, decoded.
+type rendered struct {
+	deployments map[string]*appsv1.Deployment
+	services    map[string]*corev1.Service
+	configMaps  map[string]*corev1.ConfigMap
+	secrets     map[string]*corev1.Secret
+	hpas        map[string]*autoscalingv2.HorizontalPodAutoscaler
+	pdbs        map[string]*policyv1.PodDisruptionBudget
+	policies    map[string]*networkingv1.NetworkPolicy
+	namespaces  []string
+}
+
+// render builds path (relative to this directory) from an in-memory copy of
+// the tree, so that overlays/prod gets a client.env from the example file
+// without one ever being written to disk.
+func render(t *testing.T, path string) *rendered {
+	t.Helper()
+	mem := filesys.MakeFsInMemory()
+	err := filepath.WalkDir(".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return mem.WriteFile(filepath.Join("/k", p), b)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ex, err := os.ReadFile("overlays/prod/client.env.example"); err == nil {
+		if err := mem.WriteFile("/k/overlays/prod/client.env", ex); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resMap, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(mem, filepath.Join("/k", path))
+	if err != nil {
+		t.Fatalf("kustomize build %s: %v", path, err)
+	}
+	r := &rendered{
+		deployments: map[string]*appsv1.Deployment{},
+		services:    map[string]*corev1.Service{},
+		configMaps:  map[string]*corev1.ConfigMap{},
+		secrets:     map[string]*corev1.Secret{},
+		hpas:        map[string]*autoscalingv2.HorizontalPodAutoscaler{},
+		pdbs:        map[string]*policyv1.PodDisruptionBudget{},
+		policies:    map[string]*networkingv1.NetworkPolicy{},
+	}
+	for _, res := range resMap.Resources() {
+		js, err := res.MarshalJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		gvk := res.GetGvk()
+		name := res.GetName()
+		var obj any
+		switch gvk.ApiVersion() + "/" + gvk.Kind {
+		case "apps/v1/Deployment":
+			o := &appsv1.Deployment{}
+			r.deployments[name], obj = o, o
+		case "v1/Service":
+			o := &corev1.Service{}
+			r.services[name], obj = o, o
+		case "v1/ConfigMap":
+			o := &corev1.ConfigMap{}
+			r.configMaps[name], obj = o, o
+		case "v1/Secret":
+			o := &corev1.Secret{}
+			r.secrets[name], obj = o, o
+		case "autoscaling/v2/HorizontalPodAutoscaler":
+			o := &autoscalingv2.HorizontalPodAutoscaler{}
+			r.hpas[name], obj = o, o
+		case "policy/v1/PodDisruptionBudget":
+			o := &policyv1.PodDisruptionBudget{}
+			r.pdbs[name], obj = o, o
+		case "networking.k8s.io/v1/NetworkPolicy":
+			o := &networkingv1.NetworkPolicy{}
+			r.policies[name], obj = o, o
+		case "v1/Namespace":
+			o := &corev1.Namespace{}
+			r.namespaces, obj = append(r.namespaces, name), o
+		default:
+			t.Errorf("%s: unexpected kind %s %s", path, gvk, name)
+			continue
+		}
+		// Strict: unknown or duplicate fields are errors, as with
+		// `kubectl apply --validate=strict`.
+		strictErrs, err := json.UnmarshalStrict(js, obj)
+		if err != nil {
+			t.Errorf("%s: %s %s: %v", path, gvk.Kind, name, err)
+		}
+		for _, e := range strictErrs {
+			t.Errorf("%s: %s %s: %v", path, gvk.Kind, name, e)
+		}
+	}
+	return r
+}
+
+func TestOverlays(t *testing.T) {
+	for _, tc := range []struct {
+		path      string
+		namespace string
+		emulator  bool
+		replicas  int32
+	}{
+		{"base", "", true, 2},
+		{"overlays/dev", "m2m-dev", true, 1},
+		{"overlays/prod", "m2m", false, 3},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			r := render(t, tc.path)
+			checkWorkloads(t, r, tc.emulator, tc.replicas)
+			checkServices(t, r)
+			checkScaling(t, r)
+			checkNetworkPolicy(t, r)
+			checkSecrets(t, r, tc.path)
+			if tc.namespace != "" && !slices.Equal(r.namespaces, []string{tc.namespace}) {
+				t.Errorf("namespaces %v, want [%s]", r.namespaces, tc.namespace)
+			}
+		})
+	}
+}
+
+func checkWorkloads(t *testing.T, r *rendered, emulator bool, replicas int32) {
+	t.Helper()
+	want := []string{"protected-data", "public-gateway"}
+	if emulator {
+		want = append(want, "wristband-emulator")
+	}
+	var got []string
+	for name := range r.deployments {
+		got = append(got, name)
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Fatalf("deployments %v, want %v", got, want)
+	}
+	for name, d := range r.deployments {
+		if name != "wristband-emulator" && (d.Spec.Replicas == nil || *d.Spec.Replicas != replicas) {
+			t.Errorf("%s: replicas %v, want %d", name, d.Spec.Replicas, replicas)
+		}
+		sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
+		if err != nil || !sel.Matches(labels.Set(d.Spec.Template.Labels)) {
+			t.Errorf("%s: selector %v does not match its pods %v", name, d.Spec.Selector, d.Spec.Template.Labels)
+		}
+		pod := d.Spec.Template.Spec
+		if psc := pod.SecurityContext; psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot || psc.RunAsUser == nil || *psc.RunAsUser == 0 {
+			t.Errorf("%s: pod must run as a numeric non-root user", name)
+		}
+		if pod.AutomountServiceAccountToken == nil || *pod.AutomountServiceAccountToken {
+			t.Errorf("%s: the services never call the Kubernetes API: do not mount a token", name)
+		}
+		for _, c := range pod.Containers {
+			where := name + "/" + c.Name
+			if c.LivenessProbe == nil || c.ReadinessProbe == nil {
+				t.Errorf("%s: liveness and readiness probes required", where)
+			}
+			for _, p := range []*corev1.Probe{c.LivenessProbe, c.ReadinessProbe} {
+				if p != nil && (p.HTTPGet == nil || !hasPort(c, p.HTTPGet.Port)) {
+					t.Errorf("%s: probe %+v does not name a container port", where, p.ProbeHandler)
+				}
+			}
+			for _, res := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+				req, lim := c.Resources.Requests[res], c.Resources.Limits[res]
+				if req.IsZero() || lim.IsZero() || req.Cmp(lim) > 0 {
+					t.Errorf("%s: %s request %v and limit %v must be set, request <= limit", where, res, req.String(), lim.String())
+				}
+			}
+			sc := c.SecurityContext
+			if sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
+				sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation ||
+				sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL") {
+				t.Errorf("%s: want a read-only root, no privilege escalation, all capabilities dropped", where)
+			}
+			for _, e := range c.Env {
+				if strings.Contains(e.Name, "SECRET") && e.Value != "" {
+					t.Errorf("%s: %s given as a plain value; take it from the Secret", where, e.Name)
+				}
+			}
+			for _, ref := range envRefs(c) {
+				if _, ok := r.configMaps[ref]; !ok {
+					if _, ok := r.secrets[ref]; !ok {
+						t.Errorf("%s: refers to %q, which the overlay does not produce", where, ref)
+					}
+				}
+			}
+		}
+	}
+}
+
+func hasPort(c corev1.Container, p intstr.IntOrString) bool {
+	for _, cp := range c.Ports {
+		if (p.Type == intstr.String && cp.Name == p.StrVal) || (p.Type == intstr.Int && cp.ContainerPort == p.IntVal) {
+			return true
+		}
+	}
+	return false
+}
+
+func envRefs(c corev1.Container) []string {
+	var out []string
+	for _, ef := range c.EnvFrom {
+		if ef.ConfigMapRef != nil {
+			out = append(out, ef.ConfigMapRef.Name)
+		}
+		if ef.SecretRef != nil {
+			out = append(out, ef.SecretRef.Name)
+		}
+	}
+	for _, e := range c.Env {
+		if e.ValueFrom == nil {
+			continue
+		}
+		if e.ValueFrom.ConfigMapKeyRef != nil {
+			out = append(out, e.ValueFrom.ConfigMapKeyRef.Name)
+		}
+		if e.ValueFrom.SecretKeyRef != nil {
+			out = append(out, e.ValueFrom.SecretKeyRef.Name)
+		}
+	}
+	return out
+}
+
+// checkServices: every Service selects the pods of one Deployment on a port
+// they expose; protected-data is headless so the gateway sees every pod.
+func checkServices(t *testing.T, r *rendered) {
+	t.Helper()
+	for name, s := range r.services {
+		d, ok := r.deployments[name]
+		if !ok {
+			t.Errorf("service %s: no deployment of that name", name)
+			continue
+		}
+		if !labels.SelectorFromSet(s.Spec.Selector).Matches(labels.Set(d.Spec.Template.Labels)) || len(s.Spec.Selector) == 0 {
+			t.Errorf("service %s: selector %v does not select its pods", name, s.Spec.Selector)
+		}
+		for _, p := range s.Spec.Ports {
+			if !hasPort(d.Spec.Template.Spec.Containers[0], p.TargetPort) {
+				t.Errorf("service %s: targetPort %s is no container port", name, p.TargetPort.String())
+			}
+		}
+	}
+	if s := r.services["protected-data"]; s == nil || s.Spec.ClusterIP != corev1.ClusterIPNone {
+		t.Errorf("protected-data must be a headless Service (clusterIP: None) so pkg/lb can balance per request")
+	}
+}
+
+// checkScaling: the scaled Deployments have an HPA within sane bounds and a
+// PDB that selects them.
+func checkScaling(t *testing.T, r *rendered) {
+	t.Helper()
+	for _, name := range []string{"public-gateway", "protected-data"} {
+		h := r.hpas[name]
+		if h == nil {
+			t.Errorf("%s: no HorizontalPodAutoscaler", name)
+		} else {
+			ref := h.Spec.ScaleTargetRef
+			if ref.Kind != "Deployment" || ref.Name != name || r.deployments[ref.Name] == nil {
+				t.Errorf("hpa %s targets %s/%s", name, ref.Kind, ref.Name)
+			}
+			if h.Spec.MinReplicas == nil || *h.Spec.MinReplicas < 1 || *h.Spec.MinReplicas > h.Spec.MaxReplicas {
+				t.Errorf("hpa %s: min %v max %d", name, h.Spec.MinReplicas, h.Spec.MaxReplicas)
+			}
+		}
+		p := r.pdbs[name]
+		if p == nil {
+			t.Errorf("%s: no PodDisruptionBudget", name)
+			continue
+		}
+		sel, err := metav1.LabelSelectorAsSelector(p.Spec.Selector)
+		if err != nil || !sel.Matches(labels.Set(r.deployments[name].Spec.Template.Labels)) {
+			t.Errorf("pdb %s does not select its pods", name)
+		}
+	}
+}
+
+// checkNetworkPolicy: ingress is denied by default, and the only pods that
+// may open connections to protected-data are the gateway's.
+func checkNetworkPolicy(t *testing.T, r *rendered) {
+	t.Helper()
+	denyAll := false
+	for _, p := range r.policies {
+		if len(p.Spec.PodSelector.MatchLabels) == 0 && len(p.Spec.PodSelector.MatchExpressions) == 0 &&
+			slices.Contains(p.Spec.PolicyTypes, networkingv1.PolicyTypeIngress) && len(p.Spec.Ingress) == 0 {
+			denyAll = true
+		}
+	}
+	if !denyAll {
+		t.Error("no default-deny ingress NetworkPolicy")
+	}
+	pd := labels.Set(r.deployments["protected-data"].Spec.Template.Labels)
+	gw := labels.Set(r.deployments["public-gateway"].Spec.Template.Labels)
+	allowed := 0
+	for name, p := range r.policies {
+		sel, err := metav1.LabelSelectorAsSelector(&p.Spec.PodSelector)
+		if err != nil {
+			t.Errorf("policy %s: %v", name, err)
+			continue
+		}
+		if !sel.Matches(pd) {
+			continue
+		}
+		for _, rule := range p.Spec.Ingress {
+			if len(rule.From) == 0 {
+				t.Errorf("policy %s lets every pod reach protected-data", name)
+			}
+			for _, peer := range rule.From {
+				ps, err := metav1.LabelSelectorAsSelector(peer.PodSelector)
+				if peer.IPBlock != nil || peer.NamespaceSelector != nil || peer.PodSelector == nil || err != nil || !ps.Matches(gw) {
+					t.Errorf("policy %s: peer %+v is not (only) the gateway", name, peer)
+					continue
+				}
+				for _, other := range []string{"protected-data", "wristband-emulator"} {
+					if d := r.deployments[other]; d != nil && ps.Matches(labels.Set(d.Spec.Template.Labels)) {
+						t.Errorf("policy %s: peer selector also matches %s", name, other)
+					}
+				}
+				allowed++
+			}
+		}
+	}
+	if allowed == 0 {
+		t.Error("no policy lets the gateway reach protected-data")
+	}
+}
+
+// checkSecrets: the client secret lives in a Secret only; the committed
+// tree carries no real one (base: the emulator's demo credentials; prod:
+// whatever client.env the user supplies, here the example's placeholder).
+func checkSecrets(t *testing.T, r *rendered, path string) {
+	t.Helper()
+	var client *corev1.Secret
+	for name, s := range r.secrets {
+		if strings.HasPrefix(name, "m2m-client") {
+			client = s
+		}
+	}
+	if client == nil {
+		t.Fatal("no m2m-client Secret")
+	}
+	secret := secretValue(client, "CLIENT_SECRET")
+	if secret == "" {
+		t.Error("m2m-client has no CLIENT_SECRET")
+	}
+	want := "demo-secret"
+	if strings.Contains(path, "prod") {
+		want = "your-m2m-client-secret"
+	}
+	if secret != want {
+		t.Errorf("CLIENT_SECRET %q, want %q from the committed files", secret, want)
+	}
+	for name, cm := range r.configMaps {
+		for k, v := range cm.Data {
+			if strings.Contains(strings.ToUpper(k), "SECRET") || (secret != "" && strings.Contains(v, secret)) {
+				t.Errorf("configmap %s holds %s: secrets belong in the Secret", name, k)
+			}
+		}
+	}
+}
+
+func secretValue(s *corev1.Secret, key string) string {
+	if v, ok := s.StringData[key]; ok {
+		return v
+	}
+	return string(s.Data[key])
+}
