@@ -208,10 +208,16 @@ func TestSwarm(t *testing.T) {
 	switch state {
 	case "active true":
 	case "inactive false":
+		// swarm init also creates docker_gwbridge; remove it on leaving
+		// unless it was there before, so the engine is left as found.
+		_, gwErr := e.run(t, 30*time.Second, nil, "docker", "network", "inspect", "docker_gwbridge")
 		e.mustRun(t, time.Minute, "docker", "swarm", "init", "--advertise-addr", "127.0.0.1")
 		t.Cleanup(func() {
 			if out, err := e.run(t, time.Minute, nil, "docker", "swarm", "leave", "--force"); err != nil {
 				t.Logf("swarm leave: %v\n%s", err, out)
+			}
+			if gwErr != nil {
+				_, _ = e.run(t, 30*time.Second, nil, "docker", "network", "rm", "docker_gwbridge")
 			}
 		})
 	default:
