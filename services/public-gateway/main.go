@@ -113,7 +113,9 @@ func run(ctx context.Context, _ []string) error {
 	// Client-side balancing over every address protected-data's name resolves
 	// to (compose --scale, Swarm dnsrr, a Kubernetes headless Service), with
 	// passive health and retries of the idempotent GET on another replica.
-	tr, err := lb.NewTransport(lb.Config{Logger: log})
+	// A killed container often sends no reset, only silence: a per-attempt
+	// bound well under DOWNSTREAM_TIMEOUT leaves time to retry elsewhere.
+	tr, err := lb.NewTransport(lb.Config{Logger: log, AttemptTimeout: min(2*time.Second, cfg.DownstreamTimeout/2)})
 	if err != nil {
 		return fmt.Errorf("downstream transport: %w", err)
 	}
