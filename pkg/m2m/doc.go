@@ -1,0 +1,48 @@
+// Package m2m provides an OAuth 2.0 client-credentials token source for
+// machine-to-machine calls: a cached token that, in steady state, never makes
+// a request wait or fail.
+//
+// Build one TokenSource per client with New, call Start so that the first
+// token is fetched and later ones are renewed in the background, and Close it
+// on shutdown. Token(ctx) returns the cached token lock-free; Attach wires the
+// source into a resty client (token set per request, one retry after a 401).
+//
+// Behaviour in short:
+//
+//   - One fetch at a time: any number of concurrent callers without a usable
+//     token cause exactly one token request and share its outcome, success
+//     or error. Each caller's context is honoured while it waits.
+//   - A token is never handed out with less than Margin of life left, the
+//     expiry being counted from when the request was sent.
+//   - The refresher renews at 80% of the usable life (lifetime minus margin);
+//     if renewal fails the current token keeps serving until its margin while
+//     retries go on with jittered exponential backoff (MinBackoff..MaxBackoff)
+//     on network errors, 5xx, 408 and 429 (Retry-After honoured).
+//   - Any other 4xx (invalid_client, invalid_grant, ...) is permanent: an
+//     *OAuthError, returned at once to callers and by Ready, logged once,
+//     and retried only at the MaxBackoff pace in case the client is fixed.
+//   - Invalidate(token) after a 401 drops the token only if it is still the
+//     cached one, so N concurrent 401s cause one new fetch.
+//   - The client secret and tokens never appear in errors or logs.
+//
+// # The margin
+//
+// DefaultMargin is 30 s. It must cover three things: the whole-second
+// truncation of exp by the IdP (up to 1 s: the reference demo, which has no
+// margin, sent expired tokens at the expiry boundary for this reason alone),
+// clock skew between this host and the resource server that checks exp with
+// zero leeway (well under a second with NTP, seconds without), and the time a
+// request carrying the token may take to reach the resource server, retries
+// included (the gateway's downstream timeout is 5 s). 10 s (x/oauth2) covers
+// that only barely for slow downstream calls; 60 s (Wristband .NET) buys
+// nothing more. The margin costs no extra fetches, because renewal happens at
+// 80% of the usable life anyway; it only shortens how long an IdP outage is
+// bridged by the last token (about 5.5 minutes of a 30-minute Wristband
+// token). For a token living less than twice the margin, half its lifetime is
+// used instead (logged once as a warning), so short-lived test tokens still
+// work.
+//
+// expires_in is capped at 24 h: longer is a unit bug on the server or a token
+// not worth trusting that long; the token is then merely renewed sooner.
+// Token responses are limited to 64 KiB.
+package m2m
