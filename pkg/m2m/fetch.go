@@ -48,6 +48,10 @@ type token struct {
 	expiry  time.Time // sent + expires_in: the latest the IdP can mean
 	useBy   time.Time // expiry - margin: never handed out at or after this
 	renewAt time.Time // the refresher renews from here on
+
+	// useBy and renewAt as offsets from TokenSource.epoch, for the cached
+	// path's cheaper clock read.
+	useByOff, renewAtOff time.Duration
 }
 
 // fetchResult is the outcome of one token request.
@@ -161,6 +165,7 @@ func (s *TokenSource) parseToken(body []byte, contentType string, sent, arrived 
 	// failing IdP leaves a fifth of it for retries, late enough that a
 	// steady state costs barely more fetches than the lifetime dictates.
 	t.renewAt = arrived.Add(t.useBy.Sub(arrived) * 4 / 5)
+	t.useByOff, t.renewAtOff = t.useBy.Sub(s.epoch), t.renewAt.Sub(s.epoch)
 	return fetchResult{tok: t, clamped: clamped}
 }
 

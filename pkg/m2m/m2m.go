@@ -81,6 +81,7 @@ type TokenSource struct {
 	minBackoff, maxBackoff           time.Duration
 	log                              *slog.Logger
 	clock                            clock
+	epoch                            time.Time       // origin of token.useByOff and renewAtOff
 	ctx                              context.Context // cancelled by Close: aborts in-flight requests
 	cancel                           context.CancelFunc
 
@@ -164,6 +165,7 @@ func New(cfg Config) (*TokenSource, error) {
 	if s.clock == nil {
 		s.clock = realClock{}
 	}
+	s.epoch = s.clock.Now()
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
 }
@@ -185,10 +187,10 @@ func or(v, def time.Duration) time.Duration {
 // errors.Is(err, ErrTokenUnavailable).
 func (s *TokenSource) Token(ctx context.Context) (string, error) {
 	if t := s.cur.Load(); t != nil {
-		now := s.clock.Now()
-		if now.Before(t.useBy) && !s.closedF.Load() {
-			if !now.Before(t.renewAt) && !s.startF.Load() {
-				s.renewAhead(t, now)
+		el := s.clock.Since(s.epoch)
+		if el < t.useByOff && !s.closedF.Load() {
+			if el >= t.renewAtOff && !s.startF.Load() {
+				s.renewAhead(t)
 			}
 			return t.value, nil
 		}
@@ -200,11 +202,11 @@ func (s *TokenSource) Token(ctx context.Context) (string, error) {
 // Start and the token is past its renewal point: callers keep getting the
 // current token meanwhile. TryLock keeps the fast path from ever queueing
 // on the mutex; a caller that loses the race leaves the work to the winner.
-func (s *TokenSource) renewAhead(t *token, now time.Time) {
+func (s *TokenSource) renewAhead(t *token) {
 	if !s.mu.TryLock() {
 		return
 	}
-	if !s.closed && !s.inFlight && s.cur.Load() == t && !now.Before(s.nextAttempt) {
+	if !s.closed && !s.inFlight && s.cur.Load() == t && !s.clock.Now().Before(s.nextAttempt) {
 		s.startFetchLocked()
 	}
 	s.mu.Unlock()

@@ -61,7 +61,7 @@ func (d *downstream) allow(tok string) {
 }
 
 func newResty(d *downstream) *resty.Client {
-	c := resty.NewWithClient(d.srv.Client()).SetBaseURL(d.srv.URL).SetDisableWarn(true)
+	c := resty.NewWithClient(d.srv.Client()).SetBaseURL(d.srv.URL).SetDisableWarn(true).SetLogger(quietLogger{})
 	// Short waits keep the tests quick; the behaviour does not depend on them.
 	c.SetRetryWaitTime(time.Millisecond).SetRetryMaxWaitTime(5 * time.Millisecond)
 	return c
@@ -261,3 +261,9 @@ func TestRetryOn401IgnoresOtherOutcomes(t *testing.T) {
 		t.Errorf("403: status %v err %v after %d requests; want no retry", resp.StatusCode(), err, d.requests.Load())
 	}
 }
+
+type quietLogger struct{}
+
+func (quietLogger) Errorf(string, ...any) {}
+func (quietLogger) Warnf(string, ...any)  {}
+func (quietLogger) Debugf(string, ...any) {}
