@@ -12,8 +12,9 @@
 //   - One fetch at a time: any number of concurrent callers without a usable
 //     token cause exactly one token request and share its outcome, success
 //     or error. Each caller's context is honoured while it waits.
-//   - A token is never handed out with less than Margin of life left, the
-//     expiry being counted from when the request was sent.
+//   - A token is never handed out with less than Margin of life left (half
+//     its lifetime for tokens living under twice the margin), the expiry
+//     being counted from when the request was sent.
 //   - The refresher renews at 80% of the usable life (lifetime minus margin);
 //     if renewal fails the current token keeps serving until its margin while
 //     retries go on with jittered exponential backoff (MinBackoff..MaxBackoff)
