@@ -38,7 +38,7 @@
 // that only barely for slow downstream calls; 60 s (Wristband .NET) buys
 // nothing more. The margin costs no extra fetches, because renewal happens at
 // 80% of the usable life anyway; it only shortens how long an IdP outage is
-// bridged by the last token (about 5.5 minutes of a 30-minute Wristband
+// bridged by the last token (about 6 minutes of a 30-minute Wristband
 // token). For a token living less than twice the margin, half its lifetime is
 // used instead (logged once as a warning), so short-lived test tokens still
 // work.
