@@ -122,7 +122,7 @@ func TestMaliciousTokens(t *testing.T) {
 		{"huge exp 1e300", []string{bearer(sign(hdr, []byte(`{"iss":"`+idp.Issuer()+`","exp":1e300}`)))}, unauth, invTok, "invalid exp claim"},
 		{"huge exp beyond int64", []string{bearer(sign(hdr, []byte(`{"iss":"`+idp.Issuer()+`","exp":99999999999999999999999}`)))}, unauth, invTok, "invalid exp claim"},
 		{"negative exp", []string{bearer(sign(hdr, with(claims, "exp", -1)))}, unauth, invTok, "invalid exp claim"},
-		{"JWE, five parts", []string{bearer(b64(`{"alg":"RSA-OAEP","enc":"A256GCM","kid":"` + k.KID + `"}`) + ".AAAA.AAAA.AAAA.AAAA")}, unauth, invTok, "encrypted tokens (JWE) are not accepted"},
+		{"JWE, five parts", []string{bearer(b64(`{"alg":"RSA-OAEP","enc":"A256GCM","kid":"`+k.KID+`"}`) + ".AAAA.AAAA.AAAA.AAAA")}, unauth, invTok, "encrypted tokens (JWE) are not accepted"},
 		{"enc header in a JWS", []string{bearer(sign(with(hdr, "enc", "A256GCM"), claims))}, unauth, invTok, "encrypted tokens (JWE) are not accepted"},
 		{"two parts", []string{bearer(parts[0] + "." + parts[1])}, unauth, invTok, malform},
 		{"one part", []string{bearer(parts[1])}, unauth, invTok, malform},

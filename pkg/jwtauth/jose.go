@@ -273,7 +273,9 @@ func objectMembers(b []byte, fn func(key string, val []byte) error) error {
 			return errShape
 		}
 		var key string
-		if bytes.IndexByte(b[i:end], '\\') >= 0 {
+		// Escaped or invalid UTF-8 names go through encoding/json so that a
+		// name compares as every other JSON parser decodes it.
+		if bytes.IndexByte(b[i:end], '\\') >= 0 || !utf8.Valid(b[i+1:end-1]) {
 			if err := json.Unmarshal(b[i:end], &key); err != nil {
 				return errShape
 			}

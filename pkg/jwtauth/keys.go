@@ -229,11 +229,12 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 
 func (b *limitedBody) Close() error { return b.c.Close() }
 
-// fetchDirect fetches and publishes the JWKS without jwk.Cache. We use it
+// fetchDirect fetches and publishes the JWKS without jwk.Cache; the getter
+// binds the request to the Validator's lifetime. We use it
 // for cold-start retries and unknown-kid refetches because every
 // jwk.Cache.Refresh call schedules one more perpetual background refresh in
 // httprc v1: N refetches would become N parallel refresh chains.
-func (v *Validator) fetchDirect(ctx context.Context) error {
+func (v *Validator) fetchDirect() error {
 	res, err := v.getter.Get(v.cfg.JWKSURL)
 	if err != nil {
 		return err
@@ -254,7 +255,6 @@ func (v *Validator) fetchDirect(ctx context.Context) error {
 		v.noteFetchError(err)
 		return fmt.Errorf("parsing jwks: %w", err)
 	}
-	_ = ctx
 	return v.publish(set)
 }
 

@@ -19,8 +19,8 @@ import (
 // by every request that presents the same token: treat it as read-only.
 type Claims struct {
 	Issuer, Subject, ClientID, AppID, TenantID, SubKind, ID string
-	Scopes, Audience                                       []string
-	IssuedAt, NotBefore, ExpiresAt                         time.Time
+	Scopes, Audience                                        []string
+	IssuedAt, NotBefore, ExpiresAt                          time.Time
 }
 
 // HasScope reports whether the token was granted scope s.
@@ -148,13 +148,13 @@ func (v *Validator) run() {
 		case <-v.ctx.Done():
 			return
 		case <-retry:
-			if err := v.fetchDirect(v.ctx); err != nil && v.ctx.Err() == nil {
+			if err := v.fetchDirect(); err != nil && v.ctx.Err() == nil {
 				v.log.Warn("jwks fetch failed, no key set yet", errAttr(err), "retry_in", min(2*backoff, coldRetryMax).String())
 			}
 			backoff = min(2*backoff, coldRetryMax)
 		case done := <-v.refetchReq:
 			timer.Stop()
-			if err := v.fetchDirect(v.ctx); err != nil && v.ctx.Err() == nil {
+			if err := v.fetchDirect(); err != nil && v.ctx.Err() == nil {
 				v.log.Warn("jwks refetch for unknown kid failed, keeping the last good key set", errAttr(err))
 			}
 			v.refetchMu.Lock()
