@@ -1,6 +1,6 @@
 module github.com/wristband-m2m-go/wristband-m2m-go/services/wristband-emulator
 
-go 1.26
+go 1.26.0
 
 require (
 	github.com/labstack/echo/v4 v4.16.0
