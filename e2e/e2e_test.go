@@ -68,7 +68,7 @@ func TestEndToEnd(t *testing.T) {
 
 	t.Run("public call answers the demo's JSON", func(t *testing.T) {
 		r := get(t, s.gwURL()+"/api/public/data")
-		if r.status != 200 || r.body != publicJSON {
+		if r.status != 200 || strings.TrimSpace(r.body) != publicJSON {
 			t.Fatalf("got %d %s, want 200 %s", r.status, r.body, publicJSON)
 		}
 		if !strings.HasPrefix(r.header.Get("Content-Type"), "application/json") {
@@ -159,7 +159,7 @@ func TestEndToEnd(t *testing.T) {
 		// Guards the table above: the rejections must come from the flaw each
 		// case introduces, not from the harness minting bad tokens.
 		r := get(t, s.pdURL()+"/api/protected/data", "Authorization", "Bearer "+good)
-		if r.status != 200 || r.body != `{"protectedData":"here I am"}` {
+		if r.status != 200 || strings.TrimSpace(r.body) != `{"protectedData":"here I am"}` {
 			t.Fatalf("got %d %s", r.status, r.body)
 		}
 	})
@@ -167,7 +167,7 @@ func TestEndToEnd(t *testing.T) {
 	t.Run("gateway forwards the caller's own token", func(t *testing.T) {
 		tok := emulatorToken(t, s)
 		r := get(t, s.gwURL()+"/api/protected/data", "Authorization", "Bearer "+tok)
-		if r.status != 200 || r.body != `{"protectedData":"here I am"}` {
+		if r.status != 200 || strings.TrimSpace(r.body) != `{"protectedData":"here I am"}` {
 			t.Fatalf("with token: %d %s", r.status, r.body)
 		}
 		r = get(t, s.gwURL()+"/api/protected/data")
@@ -228,7 +228,7 @@ func TestGatewaySurvivesEmulatorRestart(t *testing.T) {
 	}
 	s.startEmulator(t)
 	waitStatus(t, s.gwURL()+"/api/public/data", 200, 60*time.Second)
-	if r := get(t, s.gwURL()+"/api/public/data"); r.body != publicJSON {
+	if r := get(t, s.gwURL()+"/api/public/data"); strings.TrimSpace(r.body) != publicJSON {
 		t.Fatalf("after recovery: %s", r.body)
 	}
 }
