@@ -48,6 +48,7 @@ type token struct {
 	expiry  time.Time // sent + expires_in: the latest the IdP can mean
 	useBy   time.Time // expiry - margin: never handed out at or after this
 	renewAt time.Time // the refresher renews from here on
+	arrived time.Time // when the token response was received
 
 	// useBy and renewAt as offsets from TokenSource.epoch, for the cached
 	// path's cheaper clock read.
@@ -155,7 +156,7 @@ func (s *TokenSource) parseToken(body []byte, contentType string, sent, arrived 
 		margin = lifetime / 2
 		clamped = margin
 	}
-	t := &token{value: tr.AccessToken, expiry: sent.Add(lifetime)}
+	t := &token{value: tr.AccessToken, expiry: sent.Add(lifetime), arrived: arrived}
 	t.useBy = t.expiry.Add(-margin)
 	if !arrived.Before(t.useBy) {
 		return fetchResult{err: fmt.Errorf("token arrived with less than the %s margin left (expires_in %s, response took %s)",

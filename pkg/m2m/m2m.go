@@ -106,6 +106,10 @@ type TokenSource struct {
 	failStreak  int       // consecutive failed fetches
 	nextAttempt time.Time // no fetch before this (backoff, Retry-After)
 	lastLogged  string    // the permanent error last logged at Error level
+
+	// Invalidation guard (see Invalidate).
+	invStreak int       // consecutive invalidations, each within 2*MaxBackoff of the last
+	lastInv   time.Time // when the last invalidation took effect
 }
 
 // New validates cfg, reporting every problem at once, and returns a
@@ -449,12 +453,46 @@ func (s *TokenSource) Invalidate(token string) {
 	if t == nil || t.value != token {
 		return
 	}
-	if s.cur.CompareAndSwap(t, nil) {
-		s.log.Debug("m2m: token invalidated after it was refused")
-		select {
-		case s.wake <- struct{}{}: // the refresher fetches while the caller backs off
-		default:
+	// A resource server that refuses every token (wrong issuer or audience
+	// configured there, clock far off) must not turn each request into a
+	// token request. The first invalidation drops the token at once (a lone
+	// 401: revocation, key rotation); after that, a token is dropped only once
+	// it is older than a guard that starts at MinBackoff and doubles with each
+	// invalidation in a row, up to MaxBackoff. The streak ends after 2*MaxBackoff
+	// without an invalidation.
+	now := s.clock.Now()
+	s.mu.Lock()
+	if !s.lastInv.IsZero() && now.Sub(s.lastInv) > 2*s.maxBackoff {
+		s.invStreak = 0
+	}
+	var guard time.Duration
+	if s.invStreak > 0 {
+		guard = s.minBackoff << min(s.invStreak-1, 30)
+		if guard > s.maxBackoff || guard <= 0 {
+			guard = s.maxBackoff
 		}
+	}
+	if now.Sub(t.arrived) < guard {
+		s.mu.Unlock()
+		s.log.Debug("m2m: refused token kept: it is younger than the invalidation guard", "guard", guard.String())
+		return
+	}
+	if !s.cur.CompareAndSwap(t, nil) {
+		s.mu.Unlock()
+		return
+	}
+	s.invStreak++
+	s.lastInv = now
+	streak := s.invStreak
+	s.mu.Unlock()
+	if streak >= 3 {
+		s.log.Warn("m2m: fresh tokens keep being refused downstream; check the resource server's issuer, audience and clock", "in_a_row", streak)
+	} else {
+		s.log.Debug("m2m: token invalidated after it was refused")
+	}
+	select {
+	case s.wake <- struct{}{}: // the refresher fetches while the caller backs off
+	default:
 	}
 }
 

@@ -842,3 +842,47 @@ func TestDefaultHTTPClientAndRequestTimeout(t *testing.T) {
 		t.Errorf("Ready = %v, want a timeout", err)
 	}
 }
+
+// A resource server that refuses every token must not turn each request into
+// a token request: after the first invalidation, fresh tokens are kept until
+// they are older than a guard that doubles up to MaxBackoff.
+func TestInvalidateGuardAgainstPersistentRefusal(t *testing.T) {
+	p := newIDP(t)
+	clk := newFakeClock()
+	s := newSource(t, p, withClock(clk), withBackoff(time.Second, 8*time.Second))
+	ctx := context.Background()
+	refuseAll := func(n int) {
+		for range n {
+			tok, err := s.Token(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.Invalidate(tok)
+		}
+	}
+	refuseAll(50) // all at once: the first drops tok-1, the rest hit the guard
+	if n := p.calls.Load(); n != 2 {
+		t.Fatalf("50 refusals in an instant caused %d fetches, want 2", n)
+	}
+	// Each guard is 1s, 2s, 4s, then capped at 8s.
+	for i, step := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 8 * time.Second} {
+		clk.Advance(step - time.Millisecond)
+		refuseAll(10)
+		if n := p.calls.Load(); n != int64(2+i) {
+			t.Fatalf("step %d: refusal before the %s guard caused a fetch (%d fetches)", i, step, n)
+		}
+		clk.Advance(time.Millisecond)
+		refuseAll(10)
+		if n := p.calls.Load(); n != int64(3+i) {
+			t.Fatalf("step %d: %d fetches after the %s guard, want %d", i, n, step, 3+i)
+		}
+	}
+	// A quiet spell ends the streak: the next lone 401 drops the token at once.
+	clk.Advance(17 * time.Second)
+	before := p.calls.Load()
+	tok, _ := s.Token(ctx)
+	s.Invalidate(tok)
+	if _, err := s.Token(ctx); err != nil || p.calls.Load() != before+1 {
+		t.Fatalf("after a quiet spell a 401 should refetch at once: %d -> %d fetches (%v)", before, p.calls.Load(), err)
+	}
+}
