@@ -16,8 +16,12 @@ import (
 // same run, so that their figures can be read as ratios (ns/op of
 // hello-world / ns/op of the service). The load generator shares the two
 // cores with the servers, as wrk would. Run with `make bench`.
+//
+// The services run as shipped: JSON logs at info, one line per request.
 func BenchmarkThroughput(b *testing.B) {
-	s := startSystem(b, 30*time.Minute, "LOG_LEVEL=warn")
+	logLevel, logFormat = "info", "json"
+	defer func() { logLevel, logFormat = "debug", "text" }()
+	s := startSystem(b, 30*time.Minute)
 	hello := freeAddr(b)
 	start(b, "hello", "LISTEN_ADDR="+hello)
 	waitStatus(b, "http://"+hello+"/", 200, 30*time.Second)

@@ -74,6 +74,9 @@ func TestEndToEnd(t *testing.T) {
 		if !strings.HasPrefix(r.header.Get("Content-Type"), "application/json") {
 			t.Errorf("Content-Type %q", r.header.Get("Content-Type"))
 		}
+		if sb := r.header.Get("X-Served-By"); sb != "" {
+			t.Errorf("X-Served-By %q exposed without EXPOSE_SERVED_BY", sb)
+		}
 	})
 
 	t.Run("many public calls reuse one token", func(t *testing.T) {
@@ -287,6 +290,42 @@ func TestGatewayDownstreamFailures(t *testing.T) {
 		if tokens[0] == tokens[1] || !strings.HasPrefix(tokens[1], "Bearer ey") {
 			t.Fatalf("the retry must carry a fresh token")
 		}
+		tokens = nil
+		mu.Unlock()
+		// A protected-data that refuses every token (say, a wrong ISSUER there)
+		// must not turn each public call into a token request.
+		issuedBefore := strings.Count(s.emu.out.String(), "path=/api/v1/oauth2/token status=200")
+		for range 20 {
+			if r := get(t, "http://"+gw+"/api/public/data"); r.status != 502 {
+				t.Fatalf("got %d %s, want 502", r.status, r.body)
+			}
+		}
+		mu.Lock()
+		issued := strings.Count(s.emu.out.String(), "path=/api/v1/oauth2/token status=200") - issuedBefore
+		if issued > 5 {
+			t.Errorf("20 refused public calls caused %d token requests; want a handful at most", issued)
+		}
+	})
+
+	t.Run("a slow protected-data within DOWNSTREAM_TIMEOUT is served", func(t *testing.T) {
+		fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			select {
+			case <-time.After(3 * time.Second):
+			case <-r.Context().Done():
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(`{"protectedData":"here I am"}`))
+		}))
+		defer fake.Close()
+		gw := freeAddr(t)
+		start(t, "public-gateway", "LISTEN_ADDR="+gw, "WRISTBAND_EMULATOR_URL="+s.emuURL(),
+			"CLIENT_ID="+clientID, "CLIENT_SECRET="+clientSecret, "PROTECTED_DATA_URL="+fake.URL,
+			"DOWNSTREAM_TIMEOUT=10s")
+		waitStatus(t, "http://"+gw+"/readyz", 200, 30*time.Second)
+		if r := get(t, "http://"+gw+"/api/public/data"); r.status != 200 || strings.TrimSpace(r.body) != publicJSON {
+			t.Fatalf("got %d %s, want 200: a per-attempt timeout must not undercut DOWNSTREAM_TIMEOUT", r.status, r.body)
+		}
 	})
 
 	t.Run("slow protected-data is a 504", func(t *testing.T) {
@@ -318,7 +357,8 @@ func TestGatewayDownstreamFailures(t *testing.T) {
 }
 
 func TestConfigErrorsAreReportedAtOnce(t *testing.T) {
-	p := start(t, "public-gateway", "CLIENT_SECRET="+clientSecret, "PROTECTED_DATA_URL=ftp://x", "DOWNSTREAM_TIMEOUT=-1s")
+	p := start(t, "public-gateway", "CLIENT_SECRET="+clientSecret, "PROTECTED_DATA_URL=ftp://x",
+		"DOWNSTREAM_TIMEOUT=-1s", "TOKEN_TIMEOUT=soon", "TOKEN_MARGIN=later", "LOG_LEVEL=loud")
 	select {
 	case <-p.done:
 	case <-time.After(20 * time.Second):
@@ -328,7 +368,7 @@ func TestConfigErrorsAreReportedAtOnce(t *testing.T) {
 		t.Errorf("exit code %d, want 1", code)
 	}
 	out := p.out.String()
-	for _, want := range []string{"CLIENT_ID", "no token endpoint", "PROTECTED_DATA_URL", "DOWNSTREAM_TIMEOUT"} {
+	for _, want := range []string{"CLIENT_ID", "no token endpoint", "PROTECTED_DATA_URL", "DOWNSTREAM_TIMEOUT", "TOKEN_TIMEOUT", "TOKEN_MARGIN", "LOG_LEVEL"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("error output lacks %q:\n%s", want, out)
 		}

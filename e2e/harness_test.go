@@ -25,6 +25,10 @@ import (
 
 var binDir string
 
+// logLevel of the services: debug for tests (the output is shown when one
+// fails); benchmarks use the production default.
+var logLevel, logFormat = "debug", "text"
+
 func TestMain(m *testing.M) {
 	os.Exit(runMain(m))
 }
@@ -57,9 +61,16 @@ type syncBuffer struct {
 	b  bytes.Buffer
 }
 
+// maxLog bounds what is kept of one process's output: benchmarks log
+// millions of lines.
+const maxLog = 32 << 20
+
 func (s *syncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.b.Len()+len(p) > maxLog {
+		return len(p), nil
+	}
 	return s.b.Write(p)
 }
 
@@ -83,7 +94,7 @@ func start(t testing.TB, svc string, env ...string) *proc {
 	t.Helper()
 	p := &proc{name: svc, out: &syncBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(filepath.Join(binDir, svc))
-	p.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "LOG_FORMAT=text", "LOG_LEVEL=debug"}, env...)
+	p.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "LOG_FORMAT=" + logFormat, "LOG_LEVEL=" + logLevel}, env...)
 	p.cmd.Stdout = p.out
 	p.cmd.Stderr = p.out
 	if err := p.cmd.Start(); err != nil {

@@ -1,19 +1,52 @@
 package service
 
 import (
+	"errors"
 	"fmt"
 	"net"
+	"os"
 
 	"github.com/kelseyhightower/envconfig"
 )
 
 // LoadConfig fills spec from the environment (envconfig tags, defaults in
-// tags). Validation is the caller's: it knows which combinations are wrong.
+// tags) and reports every value that does not parse, not just the first:
+// envconfig stops at the first, so the offending variable is dropped from
+// this process's environment (start-up only, before any goroutine) and the
+// rest is read again with its default. Values are never echoed: the error
+// could otherwise carry a secret. Validation of the parsed values is the
+// caller's: it knows which combinations are wrong.
 func LoadConfig(spec any) error {
-	if err := envconfig.Process("", spec); err != nil {
-		return fmt.Errorf("reading configuration: %w", err)
+	var errs []error
+	for range 100 {
+		err := envconfig.Process("", spec)
+		if err == nil {
+			break
+		}
+		var pe *envconfig.ParseError
+		if !errors.As(err, &pe) {
+			errs = append(errs, errors.New("reading configuration: malformed specification"))
+			break
+		}
+		errs = append(errs, fmt.Errorf("%s: not a valid %s", pe.KeyName, typeWord(pe.TypeName)))
+		if os.Unsetenv(pe.KeyName) != nil {
+			break
+		}
 	}
-	return nil
+	return errors.Join(errs...)
+}
+
+func typeWord(t string) string {
+	switch t {
+	case "Duration":
+		return "duration (e.g. 5s, 1m30s)"
+	case "bool":
+		return "boolean (true or false)"
+	case "int", "int64", "uint", "uint64":
+		return "whole number"
+	default:
+		return t
+	}
 }
 
 // CheckListenAddr reports a listen address that net.Listen would refuse.

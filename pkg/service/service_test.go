@@ -191,3 +191,30 @@ func TestHealthcheck(t *testing.T) {
 		t.Fatal("closed server reported healthy")
 	}
 }
+
+func TestLoadConfigReportsEveryBadValue(t *testing.T) {
+	var spec struct {
+		A time.Duration `envconfig:"SVC_TEST_A" default:"1s"`
+		B time.Duration `envconfig:"SVC_TEST_B" default:"2s"`
+		C bool          `envconfig:"SVC_TEST_C"`
+		D string        `envconfig:"SVC_TEST_D" default:"d"`
+	}
+	t.Setenv("SVC_TEST_A", "soon-secret-1")
+	t.Setenv("SVC_TEST_B", "later-secret-2")
+	t.Setenv("SVC_TEST_C", "maybe-secret-3")
+	err := LoadConfig(&spec)
+	if err == nil {
+		t.Fatal("want an error")
+	}
+	for _, want := range []string{"SVC_TEST_A", "SVC_TEST_B", "SVC_TEST_C"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %s", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "secret") {
+		t.Errorf("error %q echoes a value", err)
+	}
+	if spec.D != "d" {
+		t.Errorf("fields after the bad ones were not read: D=%q", spec.D)
+	}
+}

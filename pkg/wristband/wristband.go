@@ -62,21 +62,22 @@ func FromBaseURL(base string) (Endpoints, error) {
 }
 
 // CheckURL accepts an absolute http or https URL with a host and no
-// credentials, and returns it trimmed.
+// credentials, and returns it trimmed. Errors never quote the URL: a
+// mistyped one may carry a password.
 func CheckURL(raw string) (string, error) {
 	s := strings.TrimSpace(raw)
 	u, err := url.Parse(s)
 	if err != nil {
-		return "", fmt.Errorf("%q is not a valid URL", s)
-	}
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return "", fmt.Errorf("%q must be an http:// or https:// URL", s)
-	}
-	if u.Host == "" {
-		return "", fmt.Errorf("%q has no host", s)
+		return "", errors.New("not a valid URL")
 	}
 	if u.User != nil {
-		return "", fmt.Errorf("URL must not carry credentials")
+		return "", errors.New("URL must not carry credentials")
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return "", errors.New("must be an http:// or https:// URL")
+	}
+	if u.Host == "" {
+		return "", errors.New("URL has no host")
 	}
 	return s, nil
 }

@@ -70,3 +70,16 @@ func TestSourcePrecedence(t *testing.T) {
 		})
 	}
 }
+
+func TestCheckURLNeverEchoesTheURL(t *testing.T) {
+	for _, in := range []string{"https://user:hunter2@idp.example/token", "ftp://hunter2.example", "http://[hunter2", "https://"} {
+		_, err := CheckURL(in)
+		if err == nil {
+			t.Errorf("%q accepted", in)
+			continue
+		}
+		if strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("%q: error %q echoes the URL", in, err)
+		}
+	}
+}

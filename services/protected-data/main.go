@@ -43,14 +43,15 @@ func main() { service.Main("protected-data", defaultAddr, run) }
 
 func run(ctx context.Context, _ []string) error {
 	var cfg config
+	var errs []error
 	if err := service.LoadConfig(&cfg); err != nil {
-		return err
+		errs = append(errs, err)
 	}
 	log, err := service.NewLogger(os.Stderr, cfg.LogFormat, cfg.LogLevel)
 	if err != nil {
-		return err
+		errs = append(errs, fmt.Errorf("LOG_FORMAT/LOG_LEVEL: %w", err))
+		log = service.NewDiscardLogger()
 	}
-	var errs []error
 	if err := service.CheckListenAddr("LISTEN_ADDR", cfg.ListenAddr); err != nil {
 		errs = append(errs, err)
 	}

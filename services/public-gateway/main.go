@@ -22,6 +22,9 @@ import (
 
 const defaultAddr = ":6001"
 
+// maxDownstreamTimeout stays under the HTTP server's write timeout.
+const maxDownstreamTimeout = 25 * time.Second
+
 type config struct {
 	ListenAddr string `envconfig:"LISTEN_ADDR" default:":6001"`
 
@@ -36,8 +39,14 @@ type config struct {
 
 	ProtectedDataURL  string        `envconfig:"PROTECTED_DATA_URL" default:"http://127.0.0.1:6002"`
 	DownstreamTimeout time.Duration `envconfig:"DOWNSTREAM_TIMEOUT" default:"5s"`
-	TokenTimeout      time.Duration `envconfig:"TOKEN_TIMEOUT" default:"10s"`
-	TokenMargin       time.Duration `envconfig:"TOKEN_MARGIN"`
+	// One attempt on one replica; 0 means half of DOWNSTREAM_TIMEOUT, so a
+	// replica that went silent leaves time for a retry on another.
+	DownstreamAttemptTimeout time.Duration `envconfig:"DOWNSTREAM_ATTEMPT_TIMEOUT"`
+	// Pass protected-data's X-Served-By (replica name) on to callers: handy
+	// to watch load spreading, off by default because it names internal hosts.
+	ExposeServedBy bool          `envconfig:"EXPOSE_SERVED_BY"`
+	TokenTimeout   time.Duration `envconfig:"TOKEN_TIMEOUT" default:"10s"`
+	TokenMargin    time.Duration `envconfig:"TOKEN_MARGIN"`
 
 	LogFormat string `envconfig:"LOG_FORMAT" default:"json"`
 	LogLevel  string `envconfig:"LOG_LEVEL" default:"info"`
@@ -67,8 +76,12 @@ func (c config) validate() (wristband.Endpoints, error) {
 	if _, err := wristband.CheckURL(c.ProtectedDataURL); err != nil {
 		errs = append(errs, fmt.Errorf("PROTECTED_DATA_URL: %w", err))
 	}
-	if c.DownstreamTimeout <= 0 {
-		errs = append(errs, errors.New("DOWNSTREAM_TIMEOUT must be positive"))
+	// The server's write timeout (30s) must not cut an answer short.
+	if c.DownstreamTimeout <= 0 || c.DownstreamTimeout > maxDownstreamTimeout {
+		errs = append(errs, fmt.Errorf("DOWNSTREAM_TIMEOUT must be between 0 and %s", maxDownstreamTimeout))
+	}
+	if c.DownstreamAttemptTimeout < 0 || c.DownstreamAttemptTimeout > c.DownstreamTimeout {
+		errs = append(errs, errors.New("DOWNSTREAM_ATTEMPT_TIMEOUT must be between 0 (half of DOWNSTREAM_TIMEOUT) and DOWNSTREAM_TIMEOUT"))
 	}
 	if c.TokenTimeout <= 0 {
 		errs = append(errs, errors.New("TOKEN_TIMEOUT must be positive"))
@@ -81,22 +94,25 @@ func (c config) validate() (wristband.Endpoints, error) {
 
 func run(ctx context.Context, _ []string) error {
 	var cfg config
+	var errs []error
 	if err := service.LoadConfig(&cfg); err != nil {
-		return err
+		errs = append(errs, err)
 	}
 	log, err := service.NewLogger(os.Stderr, cfg.LogFormat, cfg.LogLevel)
 	if err != nil {
-		return err
+		errs = append(errs, fmt.Errorf("LOG_FORMAT/LOG_LEVEL: %w", err))
+		log = service.NewDiscardLogger()
 	}
 	ep, err := cfg.validate()
-	if err != nil {
+	if err = errors.Join(append(errs, err)...); err != nil {
 		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
 
 	tokens, err := m2m.New(m2m.Config{
 		TokenURL: ep.TokenURL, ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret,
-		HTTPClient: &http.Client{Timeout: cfg.TokenTimeout},
-		Margin:     cfg.TokenMargin, Logger: log,
+		HTTPClient:     &http.Client{Timeout: cfg.TokenTimeout},
+		RequestTimeout: cfg.TokenTimeout,
+		Margin:         cfg.TokenMargin, Logger: log,
 	})
 	if err != nil {
 		return fmt.Errorf("invalid configuration:\n%w", err)
@@ -114,8 +130,12 @@ func run(ctx context.Context, _ []string) error {
 	// to (compose --scale, Swarm dnsrr, a Kubernetes headless Service), with
 	// passive health and retries of the idempotent GET on another replica.
 	// A killed container often sends no reset, only silence: a per-attempt
-	// bound well under DOWNSTREAM_TIMEOUT leaves time to retry elsewhere.
-	tr, err := lb.NewTransport(lb.Config{Logger: log, AttemptTimeout: min(2*time.Second, cfg.DownstreamTimeout/2)})
+	// bound under DOWNSTREAM_TIMEOUT leaves time to retry elsewhere.
+	attempt := cfg.DownstreamAttemptTimeout
+	if attempt == 0 {
+		attempt = cfg.DownstreamTimeout / 2
+	}
+	tr, err := lb.NewTransport(lb.Config{Logger: log, AttemptTimeout: attempt})
 	if err != nil {
 		return fmt.Errorf("downstream transport: %w", err)
 	}
@@ -126,6 +146,7 @@ func run(ctx context.Context, _ []string) error {
 	gateway.New(gateway.Config{
 		ProtectedDataURL: cfg.ProtectedDataURL,
 		Timeout:          cfg.DownstreamTimeout,
+		ExposeServedBy:   cfg.ExposeServedBy,
 		Transport:        tr,
 		Tokens:           tokens,
 		Log:              log,

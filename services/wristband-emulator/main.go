@@ -35,15 +35,16 @@ func main() { service.Main("wristband-emulator", defaultAddr, run) }
 
 func run(ctx context.Context, _ []string) error {
 	var cfg config
+	var errs []error
 	if err := service.LoadConfig(&cfg); err != nil {
-		return err
+		errs = append(errs, err)
 	}
 	log, err := service.NewLogger(os.Stderr, cfg.LogFormat, cfg.LogLevel)
 	if err != nil {
-		return err
+		errs = append(errs, fmt.Errorf("LOG_FORMAT/LOG_LEVEL: %w", err))
+		log = service.NewDiscardLogger()
 	}
 	clients, cerr := idp.ParseClients(cfg.Clients)
-	var errs []error
 	if cerr != nil {
 		errs = append(errs, cerr)
 	}

@@ -43,6 +43,7 @@ type PublicResponse struct {
 type Config struct {
 	ProtectedDataURL string
 	Timeout          time.Duration // whole downstream call, retries included
+	ExposeServedBy   bool          // pass X-Served-By on to callers
 	Transport        http.RoundTripper
 	Tokens           *m2m.TokenSource
 	Log              *slog.Logger
@@ -53,6 +54,8 @@ type Gateway struct {
 	api     *resty.Client // carries the gateway's own M2M token
 	forward *resty.Client // carries the caller's Authorization, never ours
 	timeout time.Duration
+	exposed []string // response headers passed on by the forwarding route
+	served  bool
 	log     *slog.Logger
 }
 
@@ -75,7 +78,11 @@ func New(cfg Config) *Gateway {
 	// once with a fresh one.
 	api.SetRetryWaitTime(10 * time.Millisecond).SetRetryMaxWaitTime(100 * time.Millisecond)
 	cfg.Tokens.Attach(api)
-	return &Gateway{api: api, forward: mk(), timeout: cfg.Timeout, log: cfg.Log}
+	exposed := []string{echo.HeaderWWWAuthenticate, "Retry-After", "Cache-Control"}
+	if cfg.ExposeServedBy {
+		exposed = append(exposed, HeaderServedBy)
+	}
+	return &Gateway{api: api, forward: mk(), timeout: cfg.Timeout, exposed: exposed, served: cfg.ExposeServedBy, log: cfg.Log}
 }
 
 // Register mounts the routes.
@@ -98,7 +105,7 @@ func (g *Gateway) public(c echo.Context) error {
 	if err != nil {
 		return g.downstreamError(c, err)
 	}
-	if sb := resp.Header().Get(HeaderServedBy); sb != "" {
+	if sb := resp.Header().Get(HeaderServedBy); sb != "" && g.served {
 		c.Response().Header().Set(HeaderServedBy, sb)
 	}
 	switch resp.StatusCode() {
@@ -139,7 +146,7 @@ func (g *Gateway) protected(c echo.Context) error {
 		return g.downstreamError(c, err)
 	}
 	h := c.Response().Header()
-	for _, name := range []string{echo.HeaderWWWAuthenticate, "Retry-After", HeaderServedBy, "Cache-Control"} {
+	for _, name := range g.exposed {
 		if v := resp.Header().Get(name); v != "" {
 			h.Set(name, v)
 		}
@@ -157,6 +164,11 @@ func (g *Gateway) downstreamError(c echo.Context, err error) error {
 	rid := c.Response().Header().Get(service.HeaderRequestID)
 	var ne net.Error
 	switch {
+	case c.Request().Context().Err() != nil:
+		// The caller went away: nothing is wrong downstream and nobody reads
+		// the answer. 499 (nginx's "client closed request") marks it in logs.
+		g.log.Debug("caller went away during the downstream call", "request_id", rid)
+		return c.NoContent(499)
 	case errors.Is(err, m2m.ErrTokenUnavailable):
 		g.log.Warn("no M2M token for the downstream call", "err", err, "request_id", rid)
 		c.Response().Header().Set("Retry-After", "1")
