@@ -15,12 +15,15 @@ EMU_ADDR=127.0.0.1:6003
 EMU_URL="http://$EMU_ADDR"
 
 pids=()
+stopping=
 stop() {
+  stopping=1
   trap - INT TERM EXIT
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
 }
-trap stop INT TERM EXIT
+trap 'stop; exit 0' INT TERM
+trap stop EXIT
 
 if [ -z "${APPLICATION_VANITY_DOMAIN:-}" ]; then
   echo "run: no APPLICATION_VANITY_DOMAIN: using the local wristband-emulator at $EMU_URL"
@@ -39,6 +42,7 @@ pids+=($!)
 
 echo "run: try  curl -s localhost:6001/api/public/data"
 # Any service exiting stops the others: a half-running system misleads.
-wait -n
+wait -n || true
+[ -n "$stopping" ] && exit 0
 echo "run: a service exited; stopping the others" >&2
 exit 1
