@@ -3,6 +3,7 @@ package service
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 
@@ -55,4 +56,21 @@ func CheckListenAddr(name, addr string) error {
 		return fmt.Errorf("%s %q: want host:port or :port", name, addr)
 	}
 	return nil
+}
+
+// Load reads spec from the environment and builds the logger from the
+// format and level it names (pointers into spec, read after loading). It
+// returns every problem found so far, so that main can add its own checks
+// and report them all at once; the logger is usable even then.
+func Load(spec any, format, level *string) (*slog.Logger, []error) {
+	var errs []error
+	if err := LoadConfig(spec); err != nil {
+		errs = append(errs, err)
+	}
+	log, err := NewLogger(os.Stderr, *format, *level)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("LOG_FORMAT/LOG_LEVEL: %w", err))
+		log = NewDiscardLogger()
+	}
+	return log, errs
 }

@@ -43,15 +43,7 @@ func main() { service.Main("protected-data", defaultAddr, run) }
 
 func run(ctx context.Context, _ []string) error {
 	var cfg config
-	var errs []error
-	if err := service.LoadConfig(&cfg); err != nil {
-		errs = append(errs, err)
-	}
-	log, err := service.NewLogger(os.Stderr, cfg.LogFormat, cfg.LogLevel)
-	if err != nil {
-		errs = append(errs, fmt.Errorf("LOG_FORMAT/LOG_LEVEL: %w", err))
-		log = service.NewDiscardLogger()
-	}
+	log, errs := service.Load(&cfg, &cfg.LogFormat, &cfg.LogLevel)
 	if err := service.CheckListenAddr("LISTEN_ADDR", cfg.ListenAddr); err != nil {
 		errs = append(errs, err)
 	}

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 
@@ -94,15 +93,7 @@ func (c config) validate() (wristband.Endpoints, error) {
 
 func run(ctx context.Context, _ []string) error {
 	var cfg config
-	var errs []error
-	if err := service.LoadConfig(&cfg); err != nil {
-		errs = append(errs, err)
-	}
-	log, err := service.NewLogger(os.Stderr, cfg.LogFormat, cfg.LogLevel)
-	if err != nil {
-		errs = append(errs, fmt.Errorf("LOG_FORMAT/LOG_LEVEL: %w", err))
-		log = service.NewDiscardLogger()
-	}
+	log, errs := service.Load(&cfg, &cfg.LogFormat, &cfg.LogLevel)
 	ep, err := cfg.validate()
 	if err = errors.Join(append(errs, err)...); err != nil {
 		return fmt.Errorf("invalid configuration:\n%w", err)

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"time"
 
 	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/service"
@@ -35,15 +34,7 @@ func main() { service.Main("wristband-emulator", defaultAddr, run) }
 
 func run(ctx context.Context, _ []string) error {
 	var cfg config
-	var errs []error
-	if err := service.LoadConfig(&cfg); err != nil {
-		errs = append(errs, err)
-	}
-	log, err := service.NewLogger(os.Stderr, cfg.LogFormat, cfg.LogLevel)
-	if err != nil {
-		errs = append(errs, fmt.Errorf("LOG_FORMAT/LOG_LEVEL: %w", err))
-		log = service.NewDiscardLogger()
-	}
+	log, errs := service.Load(&cfg, &cfg.LogFormat, &cfg.LogLevel)
 	clients, cerr := idp.ParseClients(cfg.Clients)
 	if cerr != nil {
 		errs = append(errs, cerr)
