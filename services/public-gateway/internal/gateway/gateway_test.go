@@ -1,0 +1,154 @@
+package gateway
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/m2m"
+	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/service"
+)
+
+// tokenEndpoint answers client-credentials requests with a fixed token, or
+// 503 when down is set.
+func tokenEndpoint(t *testing.T, down bool) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if down {
+			http.Error(w, `{"error":"temporarily_unavailable"}`, http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"access_token":"tok-1","token_type":"Bearer","expires_in":3600}`))
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+type seen struct {
+	mu   sync.Mutex
+	auth [][]string
+}
+
+func (s *seen) add(v []string) { s.mu.Lock(); s.auth = append(s.auth, v); s.mu.Unlock() }
+
+// newGateway serves the gateway's routes in front of a fake protected-data.
+func newGateway(t *testing.T, downstream http.HandlerFunc, tokenDown, expose bool) (*echo.Echo, *seen) {
+	t.Helper()
+	sn := &seen{}
+	pd := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sn.add(r.Header.Values("Authorization"))
+		downstream(w, r)
+	}))
+	t.Cleanup(pd.Close)
+	ts, err := m2m.New(m2m.Config{TokenURL: tokenEndpoint(t, tokenDown), ClientID: "c", ClientSecret: "s",
+		MinBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ts.Close() })
+	e := service.NewEcho(service.NewDiscardLogger())
+	New(Config{ProtectedDataURL: pd.URL, Timeout: 2 * time.Second, Transport: http.DefaultTransport,
+		Tokens: ts, Log: service.NewDiscardLogger(), ExposeServedBy: expose}).Register(e)
+	return e, sn
+}
+
+func call(e *echo.Echo, path string, auth ...string) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(http.MethodGet, path, nil)
+	for _, a := range auth {
+		req.Header.Add("Authorization", a)
+	}
+	rec := httptest.NewRecorder()
+	e.ServeHTTP(rec, req)
+	return rec
+}
+
+func answer(status int, body string, hdr ...string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		for i := 0; i+1 < len(hdr); i += 2 {
+			w.Header().Set(hdr[i], hdr[i+1])
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		_, _ = w.Write([]byte(body))
+	}
+}
+
+func TestPublicRoute(t *testing.T) {
+	ok := answer(200, `{"protectedData":"here I am"}`, HeaderServedBy, "replica-7")
+	cases := []struct {
+		name       string
+		downstream http.HandlerFunc
+		tokenDown  bool
+		status     int
+		body       string // substring
+		retryAfter bool
+	}{
+		{"success", ok, false, 200, `{"publicData":"hello world","protectedData":"here I am"}`, false},
+		{"no token obtainable", ok, true, 503, `"error":"temporarily_unavailable"`, true},
+		{"downstream 500", answer(500, `{}`), false, 502, `"error":"bad_gateway"`, false},
+		{"downstream not ready", answer(503, `{}`), false, 503, `"error":"temporarily_unavailable"`, true},
+		{"downstream 403", answer(403, `{}`), false, 502, `refused the gateway's credentials`, false},
+		{"downstream body not JSON", answer(200, `here I am`), false, 502, `unexpected body`, false},
+		{"downstream body lacks the field", answer(200, `{"other":1}`), false, 502, `unexpected body`, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e, sn := newGateway(t, tc.downstream, tc.tokenDown, false)
+			rec := call(e, PublicPath, "Bearer caller-token-must-not-travel")
+			if rec.Code != tc.status || !strings.Contains(rec.Body.String(), tc.body) {
+				t.Fatalf("got %d %s, want %d with %s", rec.Code, rec.Body, tc.status, tc.body)
+			}
+			if tc.retryAfter != (rec.Header().Get("Retry-After") != "") {
+				t.Errorf("Retry-After %q", rec.Header().Get("Retry-After"))
+			}
+			if sb := rec.Header().Get(HeaderServedBy); sb != "" {
+				t.Errorf("X-Served-By %q leaked without ExposeServedBy", sb)
+			}
+			sn.mu.Lock()
+			defer sn.mu.Unlock()
+			for _, a := range sn.auth {
+				if len(a) != 1 || a[0] != "Bearer tok-1" {
+					t.Errorf("downstream saw Authorization %q, want the gateway's own token only", a)
+				}
+			}
+		})
+	}
+}
+
+func TestPublicRouteExposesServedByWhenAsked(t *testing.T) {
+	e, _ := newGateway(t, answer(200, `{"protectedData":"here I am"}`, HeaderServedBy, "replica-7"), false, true)
+	if rec := call(e, PublicPath); rec.Header().Get(HeaderServedBy) != "replica-7" {
+		t.Fatalf("X-Served-By %q", rec.Header().Get(HeaderServedBy))
+	}
+}
+
+func TestProtectedRouteForwardsTheCallersCredentials(t *testing.T) {
+	challenge := `Bearer realm="protected-data", error="invalid_token"`
+	e, sn := newGateway(t, answer(401, `{"error":"invalid_token"}`, "WWW-Authenticate", challenge, HeaderServedBy, "replica-7"), false, false)
+
+	rec := call(e, ProtectedPath, "Bearer a", "Bearer b")
+	if rec.Code != 401 || rec.Header().Get("WWW-Authenticate") != challenge || !strings.Contains(rec.Body.String(), "invalid_token") {
+		t.Fatalf("got %d %q %s", rec.Code, rec.Header().Get("WWW-Authenticate"), rec.Body)
+	}
+	if rec.Header().Get(HeaderServedBy) != "" {
+		t.Error("X-Served-By passed on without ExposeServedBy")
+	}
+	rec = call(e, ProtectedPath)
+	if rec.Code != 401 {
+		t.Fatalf("no credentials: %d", rec.Code)
+	}
+	sn.mu.Lock()
+	defer sn.mu.Unlock()
+	if len(sn.auth) != 2 || len(sn.auth[0]) != 2 || sn.auth[0][0] != "Bearer a" || sn.auth[0][1] != "Bearer b" {
+		t.Fatalf("first call forwarded %q, want both of the caller's headers", sn.auth)
+	}
+	if len(sn.auth[1]) != 0 {
+		t.Fatalf("second call forwarded %q: the gateway must never lend its own token", sn.auth[1])
+	}
+}
