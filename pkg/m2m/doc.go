@@ -23,7 +23,10 @@
 //     *OAuthError, returned at once to callers and by Ready, logged once,
 //     and retried only at the MaxBackoff pace in case the client is fixed.
 //   - Invalidate(token) after a 401 drops the token only if it is still the
-//     cached one, so N concurrent 401s cause one new fetch.
+//     cached one, so N concurrent 401s cause one new fetch. After the first
+//     invalidation, later ones in a row drop only tokens older than a guard
+//     doubling from MinBackoff to MaxBackoff, so a resource server that
+//     refuses every token costs one fetch per guard, not one per request.
 //   - The client secret and tokens never appear in errors or logs.
 //
 // # The margin
