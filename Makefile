@@ -45,3 +45,5 @@ clean:
 	rm -rf bin
 
 -include deploy/deploy.mk
+# Each area's targets live beside it (mk/*.mk: interop, faults, ...).
+-include mk/*.mk
