@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -356,24 +357,69 @@ func TestGatewayDownstreamFailures(t *testing.T) {
 	})
 }
 
+// Every mistake is reported in one run, once each, naming the variable and
+// an example of a valid value, never the value itself.
 func TestConfigErrorsAreReportedAtOnce(t *testing.T) {
-	p := start(t, "public-gateway", "CLIENT_SECRET="+clientSecret, "PROTECTED_DATA_URL=ftp://x",
-		"DOWNSTREAM_TIMEOUT=-1s", "TOKEN_TIMEOUT=soon", "TOKEN_MARGIN=later", "LOG_LEVEL=loud")
-	select {
-	case <-p.done:
-	case <-time.After(20 * time.Second):
-		t.Fatal("gateway with a bad configuration did not exit")
+	cases := []struct {
+		svc  string
+		env  []string
+		want []string // each error line starts with one of these, in any order
+	}{
+		{"public-gateway", []string{"CLIENT_SECRET=" + clientSecret, "PROTECTED_DATA_URL=ftp://x-xyzzy",
+			"DOWNSTREAM_TIMEOUT=-1s", "TOKEN_TIMEOUT=soon-xyzzy", "TOKEN_MARGIN=later-xyzzy", "LOG_LEVEL=loud-xyzzy",
+			"MAX_CONNECTIONS=-5", "TRUSTED_PROXIES=proxy-xyzzy"},
+			[]string{"TOKEN_TIMEOUT:", "TOKEN_MARGIN:", "LOG_LEVEL:", "MAX_CONNECTIONS:", "TRUSTED_PROXIES:",
+				"TOKEN_URL: no token endpoint", "CLIENT_ID:", "PROTECTED_DATA_URL:", "DOWNSTREAM_TIMEOUT:"}},
+		{"public-gateway", []string{"CLIENT_ID=c", "CLIENT_SECRET=" + clientSecret, "CLIENT_SECRET_FILE=/nonexistent/xyzzy",
+			"WRISTBAND_EMULATOR_URL=http://127.0.0.1:1"},
+			[]string{"CLIENT_SECRET and CLIENT_SECRET_FILE:"}},
+		{"public-gateway", []string{"CLIENT_ID=c", "CLIENT_SECRET_FILE=/nonexistent/xyzzy", "WRISTBAND_EMULATOR_URL=http://127.0.0.1:1"},
+			[]string{"CLIENT_SECRET_FILE: the file does not exist"}},
+		{"protected-data", []string{"JWKS_URL=notaurl-xyzzy", "ISSUER=", "CLOCK_LEEWAY=5m", "ALGORITHMS=HS256"},
+			[]string{"JWKS_URL:", "ISSUER:", "CLOCK_LEEWAY:", "ALGORITHMS:"}},
+		{"protected-data", []string{"APPLICATION_VANITY_DOMAIN=https://vanity-xyzzy.example", "LISTEN_ADDR=nowhere-xyzzy"},
+			[]string{"APPLICATION_VANITY_DOMAIN:", "LISTEN_ADDR:"}},
+		{"wristband-emulator", []string{"TOKEN_LIFETIME=soon-xyzzy", "LOG_FORMAT=xml-xyzzy"},
+			[]string{"TOKEN_LIFETIME:", "LOG_FORMAT:"}},
+		{"wristband-emulator", []string{"CLIENTS=no-pair-xyzzy"},
+			[]string{"CLIENTS (or CLIENTS_FILE):"}},
 	}
-	if code := p.cmd.ProcessState.ExitCode(); code != 1 {
-		t.Errorf("exit code %d, want 1", code)
-	}
-	out := p.out.String()
-	for _, want := range []string{"CLIENT_ID", "no token endpoint", "PROTECTED_DATA_URL", "DOWNSTREAM_TIMEOUT", "TOKEN_TIMEOUT", "TOKEN_MARGIN", "LOG_LEVEL"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("error output lacks %q:\n%s", want, out)
-		}
-	}
-	if strings.Contains(out, clientSecret) {
-		t.Error("the secret was printed")
+	for _, tc := range cases {
+		t.Run(tc.svc+" "+strings.Join(tc.want, " "), func(t *testing.T) {
+			p := start(t, tc.svc, tc.env...)
+			select {
+			case <-p.done:
+			case <-time.After(20 * time.Second):
+				t.Fatal("a service with a bad configuration did not exit")
+			}
+			if code := p.cmd.ProcessState.ExitCode(); code != 1 {
+				t.Errorf("exit code %d, want 1", code)
+			}
+			out := p.out.String()
+			_, report, ok := strings.Cut(out, "invalid configuration:\n")
+			if !ok {
+				t.Fatalf("no configuration report:\n%s", out)
+			}
+			lines := strings.Split(strings.TrimSpace(report), "\n")
+			if len(lines) != len(tc.want) {
+				t.Errorf("%d messages, want %d (one per mistake):\n%s", len(lines), len(tc.want), report)
+			}
+			for _, w := range tc.want {
+				if !slices.ContainsFunc(lines, func(l string) bool { return strings.HasPrefix(l, w) }) {
+					t.Errorf("no message starting with %q:\n%s", w, report)
+				}
+			}
+			for _, l := range lines {
+				if !strings.Contains(l, "e.g.") {
+					t.Errorf("message without an example of a valid value: %s", l)
+				}
+			}
+			if strings.Contains(out, "xyzzy") {
+				t.Errorf("a value was echoed:\n%s", out)
+			}
+			if strings.Contains(out, clientSecret) {
+				t.Error("the client secret was printed")
+			}
+		})
 	}
 }

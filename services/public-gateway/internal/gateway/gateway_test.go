@@ -80,7 +80,7 @@ func answer(status int, body string, hdr ...string) http.HandlerFunc {
 }
 
 func TestPublicRoute(t *testing.T) {
-	ok := answer(200, `{"protectedData":"here I am"}`, HeaderServedBy, "replica-7")
+	ok := answer(200, `{"protectedData":"here I am"}`, service.HeaderServedBy, "replica-7")
 	cases := []struct {
 		name       string
 		downstream http.HandlerFunc
@@ -107,7 +107,7 @@ func TestPublicRoute(t *testing.T) {
 			if tc.retryAfter != (rec.Header().Get("Retry-After") != "") {
 				t.Errorf("Retry-After %q", rec.Header().Get("Retry-After"))
 			}
-			if sb := rec.Header().Get(HeaderServedBy); sb != "" {
+			if sb := rec.Header().Get(service.HeaderServedBy); sb != "" {
 				t.Errorf("X-Served-By %q leaked without ExposeServedBy", sb)
 			}
 			sn.mu.Lock()
@@ -122,21 +122,21 @@ func TestPublicRoute(t *testing.T) {
 }
 
 func TestPublicRouteExposesServedByWhenAsked(t *testing.T) {
-	e, _ := newGateway(t, answer(200, `{"protectedData":"here I am"}`, HeaderServedBy, "replica-7"), false, true)
-	if rec := call(e, PublicPath); rec.Header().Get(HeaderServedBy) != "replica-7" {
-		t.Fatalf("X-Served-By %q", rec.Header().Get(HeaderServedBy))
+	e, _ := newGateway(t, answer(200, `{"protectedData":"here I am"}`, service.HeaderServedBy, "replica-7"), false, true)
+	if rec := call(e, PublicPath); rec.Header().Get(service.HeaderServedBy) != "replica-7" {
+		t.Fatalf("X-Served-By %q", rec.Header().Get(service.HeaderServedBy))
 	}
 }
 
 func TestProtectedRouteForwardsTheCallersCredentials(t *testing.T) {
 	challenge := `Bearer realm="protected-data", error="invalid_token"`
-	e, sn := newGateway(t, answer(401, `{"error":"invalid_token"}`, "WWW-Authenticate", challenge, HeaderServedBy, "replica-7"), false, false)
+	e, sn := newGateway(t, answer(401, `{"error":"invalid_token"}`, "WWW-Authenticate", challenge, service.HeaderServedBy, "replica-7"), false, false)
 
 	rec := call(e, ProtectedPath, "Bearer a", "Bearer b")
 	if rec.Code != 401 || rec.Header().Get("WWW-Authenticate") != challenge || !strings.Contains(rec.Body.String(), "invalid_token") {
 		t.Fatalf("got %d %q %s", rec.Code, rec.Header().Get("WWW-Authenticate"), rec.Body)
 	}
-	if rec.Header().Get(HeaderServedBy) != "" {
+	if rec.Header().Get(service.HeaderServedBy) != "" {
 		t.Error("X-Served-By passed on without ExposeServedBy")
 	}
 	rec = call(e, ProtectedPath)
