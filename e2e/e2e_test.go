@@ -283,16 +283,19 @@ func TestGatewayDownstreamFailures(t *testing.T) {
 		if r.status != 502 || !strings.Contains(r.body, `"error"`) {
 			t.Fatalf("got %d %s, want 502 JSON", r.status, r.body)
 		}
-		mu.Lock()
-		defer mu.Unlock()
-		if len(tokens) != 2 {
-			t.Fatalf("protected-data saw %d calls, want 2 (one retry)", len(tokens))
+		// Copied under the lock, checked outside it: a Fatalf never runs
+		// with the lock held, nor leaves a deferred Unlock to unlock twice.
+		seen := func() []string {
+			mu.Lock()
+			defer mu.Unlock()
+			return slices.Clone(tokens)
+		}()
+		if len(seen) != 2 {
+			t.Fatalf("protected-data saw %d calls, want 2 (one retry)", len(seen))
 		}
-		if tokens[0] == tokens[1] || !strings.HasPrefix(tokens[1], "Bearer ey") {
+		if seen[0] == seen[1] || !strings.HasPrefix(seen[1], "Bearer ey") {
 			t.Fatalf("the retry must carry a fresh token")
 		}
-		tokens = nil
-		mu.Unlock()
 		// A protected-data that refuses every token (say, a wrong ISSUER there)
 		// must not turn each public call into a token request.
 		issuedBefore := strings.Count(s.emu.out.String(), "path=/api/v1/oauth2/token status=200")
@@ -301,7 +304,6 @@ func TestGatewayDownstreamFailures(t *testing.T) {
 				t.Fatalf("got %d %s, want 502", r.status, r.body)
 			}
 		}
-		mu.Lock()
 		issued := strings.Count(s.emu.out.String(), "path=/api/v1/oauth2/token status=200") - issuedBefore
 		if issued > 5 {
 			t.Errorf("20 refused public calls caused %d token requests; want a handful at most", issued)
