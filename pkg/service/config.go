@@ -83,9 +83,7 @@ func Load(spec Spec, defaultAddr string) (*slog.Logger, []error) {
 			b.reported[ve.Name] = true
 		}
 	}
-	if b.ListenAddr == "" {
-		b.ListenAddr = defaultAddr
-	}
+	b.ListenAddr = cmp.Or(b.ListenAddr, defaultAddr)
 	errs = append(errs, b.check()...)
 	log, err := NewLogger(os.Stderr, b.LogFormat, b.LogLevel)
 	if err != nil {
@@ -173,10 +171,7 @@ func loadStruct(v reflect.Value, errs *[]error) {
 			loadStruct(fv, errs)
 			continue
 		}
-		name := f.Tag.Get("envconfig")
-		if name == "" {
-			name = strings.ToUpper(f.Name)
-		}
+		name := cmp.Or(f.Tag.Get("envconfig"), strings.ToUpper(f.Name))
 		raw, set, err := lookup(name, f.Tag.Get("secret") == "true")
 		if err != nil {
 			*errs = append(*errs, err)

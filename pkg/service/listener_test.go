@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/internal/wait"
 )
 
 // serveLimited serves h on loopback with at most max connections and
@@ -74,31 +76,19 @@ func newClient(t *testing.T) *http.Client {
 	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
 }
 
-// waitUntil polls cond; the deadline only turns a hang into a failure.
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestConnectionCapReplacesTheOldestIdleConnection(t *testing.T) {
 	ln, url, closed := serveLimited(t, 2, func(w http.ResponseWriter, r *http.Request) {})
 	a := getVia(t, newClient(t), url)
-	waitUntil(t, "a idle", func() bool { ln.mu.Lock(); defer ln.mu.Unlock(); return len(ln.idle) == 1 })
+	wait.For(t, "a idle", func() bool { ln.mu.Lock(); defer ln.mu.Unlock(); return len(ln.idle) == 1 })
 	getVia(t, newClient(t), url)
-	waitUntil(t, "a and b idle", func() bool { ln.mu.Lock(); defer ln.mu.Unlock(); return len(ln.idle) == 2 })
+	wait.For(t, "a and b idle", func() bool { ln.mu.Lock(); defer ln.mu.Unlock(); return len(ln.idle) == 2 })
 	if got := closed(); len(got) != 0 {
 		t.Fatalf("closed %v under the cap", got)
 	}
 	// A third client (a health check, say) is served at once: the
 	// connection idle longest makes room.
 	getVia(t, newClient(t), url)
-	waitUntil(t, "one connection closed", func() bool { return len(closed()) == 1 })
+	wait.For(t, "one connection closed", func() bool { return len(closed()) == 1 })
 	if got := closed(); got[0] != a {
 		t.Errorf("closed %s, want the oldest idle one %s", got[0], a)
 	}
@@ -130,9 +120,9 @@ func TestConnectionCapQueuesWhileAllAreBusy(t *testing.T) {
 	}
 	go get()
 	go get()
-	waitUntil(t, "two busy requests", func() bool { return entered.Load() == 2 })
+	wait.For(t, "two busy requests", func() bool { return entered.Load() == 2 })
 	go get()
-	waitUntil(t, "the third connection to wait for a slot", func() bool { return ln.waiting.Load() == 1 })
+	wait.For(t, "the third connection to wait for a slot", func() bool { return ln.waiting.Load() == 1 })
 	if n := entered.Load(); n != 2 {
 		t.Fatalf("%d requests in handlers with a cap of 2", n)
 	}
@@ -142,7 +132,7 @@ func TestConnectionCapQueuesWhileAllAreBusy(t *testing.T) {
 	if err := <-errc; err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "the third request to be served", func() bool { return entered.Load() == 3 })
+	wait.For(t, "the third request to be served", func() bool { return entered.Load() == 3 })
 	close(release)
 	for range 2 {
 		if err := <-errc; err != nil {
@@ -174,7 +164,7 @@ func TestCloseEndsAnAcceptWaitingForASlot(t *testing.T) {
 	defer c2.Close()
 	done := make(chan error, 1)
 	go func() { _, err := ln.Accept(); done <- err }()
-	waitUntil(t, "Accept waiting", func() bool { return ln.waiting.Load() == 1 })
+	wait.For(t, "Accept waiting", func() bool { return ln.waiting.Load() == 1 })
 	ln.Close()
 	if err := <-done; !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("Accept after Close: %v", err)

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -119,10 +120,7 @@ func run(ctx context.Context, _ []string) error {
 	// passive health and retries of the idempotent GET on another replica.
 	// A killed container often sends no reset, only silence: a per-attempt
 	// bound under DOWNSTREAM_TIMEOUT leaves time to retry elsewhere.
-	attempt := cfg.DownstreamAttemptTimeout
-	if attempt == 0 {
-		attempt = cfg.DownstreamTimeout / 2
-	}
+	attempt := cmp.Or(cfg.DownstreamAttemptTimeout, cfg.DownstreamTimeout/2)
 	tr, err := lb.NewTransport(lb.Config{Logger: log, AttemptTimeout: attempt})
 	if err != nil {
 		return fmt.Errorf("downstream transport: %w", err)
