@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -77,6 +79,27 @@ func TestEndToEnd(t *testing.T) {
 		}
 		if sb := r.header.Get("X-Served-By"); sb != "" {
 			t.Errorf("X-Served-By %q exposed without EXPOSE_SERVED_BY", sb)
+		}
+	})
+
+	t.Run("audit trail: real peer address, the calling client, never the token", func(t *testing.T) {
+		const rid = "audit-trail-1"
+		r := get(t, s.gwURL()+"/api/public/data", "X-Forwarded-For", "203.0.113.66", "X-Request-Id", rid)
+		if r.status != 200 {
+			t.Fatalf("got %d %s", r.status, r.body)
+		}
+		gwLine := logLine(t, s.gw, "request_id="+rid)
+		if !strings.Contains(gwLine, "remote_ip=127.0.0.1") || strings.Contains(gwLine, "203.0.113.66") {
+			t.Errorf("gateway believed a forwarding header from an untrusted peer: %s", gwLine)
+		}
+		pdLine := logLine(t, s.pd, "request_id="+rid)
+		for _, want := range []string{"client_id=" + clientID, "sub=" + clientID, "jti=", "latency_ms="} {
+			if !strings.Contains(pdLine, want) {
+				t.Errorf("protected-data's line lacks %s: %s", want, pdLine)
+			}
+		}
+		if strings.Contains(s.pd.out.String(), "eyJ") {
+			t.Error("a token reached protected-data's log")
 		}
 	})
 
@@ -357,6 +380,37 @@ func TestGatewayDownstreamFailures(t *testing.T) {
 			t.Fatalf("got %d %s, want 502 JSON", r.status, r.body)
 		}
 	})
+}
+
+// logLine waits for p's access-log line containing marker (output reaches
+// the buffer through a pipe, a moment after the answer) and returns it.
+func logLine(t *testing.T, p *proc, marker string) string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		for l := range strings.SplitSeq(p.out.String(), "\n") {
+			if strings.Contains(l, marker) && strings.Contains(l, "msg=request") {
+				return l
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s logged no request line with %s", p.name, marker)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// The secret may come from a file (Docker/Kubernetes secrets) instead of
+// the environment; an empty CLIENT_SECRET, as compose passes it, gives way.
+func TestGatewayReadsItsSecretFromAFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "client_secret")
+	if err := os.WriteFile(path, []byte(clientSecret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := startSystem(t, 30*time.Minute, "CLIENT_SECRET=", "CLIENT_SECRET_FILE="+path)
+	if r := get(t, s.gwURL()+"/api/public/data"); r.status != 200 || strings.TrimSpace(r.body) != publicJSON {
+		t.Fatalf("got %d %s", r.status, r.body)
+	}
 }
 
 // Every mistake is reported in one run, once each, naming the variable and

@@ -218,7 +218,7 @@ func lookup(name string, secret bool) (string, bool, error) {
 	switch {
 	case !fromFile:
 		return raw, set, nil
-	case set:
+	case set && raw != "":
 		return "", false, &VarError{Name: name, Label: name + " and " + name + "_FILE",
 			Err: fmt.Errorf("both set; set one of them (e.g. %s_FILE=/run/secrets/%s alone)", name, strings.ToLower(name))}
 	case path == "":

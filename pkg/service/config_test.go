@@ -103,6 +103,14 @@ func TestSecretsFromFiles(t *testing.T) {
 			t.Fatalf("got %q %v", spec.Secret, errs)
 		}
 	})
+	t.Run("an empty variable gives way to the file", func(t *testing.T) {
+		t.Setenv("SVC_TEST_SECRET", "")
+		t.Setenv("SVC_TEST_SECRET_FILE", write("e", "from-file", 0o600))
+		var spec secretSpec
+		if errs := LoadEnv(&spec); len(errs) > 0 || spec.Secret != "from-file" {
+			t.Fatalf("got %q %v", spec.Secret, errs)
+		}
+	})
 	t.Run("only fields marked secret", func(t *testing.T) {
 		t.Setenv("SVC_TEST_PLAIN_FILE", write("p", "x", 0o600))
 		var spec secretSpec
