@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -254,11 +255,19 @@ func withLogger(l *slog.Logger) option  { return func(cfg *Config) { cfg.Logger 
 func withBackoff(lo, hi time.Duration) option {
 	return func(cfg *Config) { cfg.MinBackoff, cfg.MaxBackoff = lo, hi }
 }
+func withRetryInterval(d time.Duration) option { return func(cfg *Config) { cfg.RetryInterval = d } }
+func withMaxWait(d time.Duration) option       { return func(cfg *Config) { cfg.MaxWait = d } }
+func withSeed(seed uint64) option {
+	return func(cfg *Config) { cfg.rnd = rand.New(rand.NewPCG(seed, seed)) }
+}
 
-// newSource builds a TokenSource against p and closes it at cleanup.
+// newSource builds a TokenSource against p and closes it at cleanup. MaxWait
+// defaults to a minute here: tests on the real clock must not depend on how
+// fast a loaded machine gets a waiting caller to the point it checks.
 func newSource(t *testing.T, p *idp, opts ...option) *TokenSource {
 	t.Helper()
-	cfg := Config{TokenURL: p.srv.URL + "/oauth2/token", ClientID: testClientID, ClientSecret: testClientSecret, HTTPClient: p.srv.Client()}
+	cfg := Config{TokenURL: p.srv.URL + "/oauth2/token", ClientID: testClientID, ClientSecret: testClientSecret, HTTPClient: p.srv.Client(),
+		MaxWait: time.Minute}
 	for _, o := range opts {
 		o(&cfg)
 	}
