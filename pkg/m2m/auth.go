@@ -163,7 +163,7 @@ func signingKey(key crypto.Signer, keyID, alg string) (jwk.Key, jwa.SignatureAlg
 			for j, a := range allowed {
 				names[j] = a.String()
 			}
-			return nil, "", fmt.Errorf("algorithm %.16q does not fit a %s key: want one of %s", alg, kind, strings.Join(names, ", "))
+			return nil, "", fmt.Errorf("the algorithm does not fit a %s key: want one of %s", kind, strings.Join(names, ", "))
 		}
 		sa = allowed[i]
 	}

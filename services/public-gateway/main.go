@@ -4,11 +4,15 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
+	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -46,6 +50,8 @@ type config struct {
 	ExposeServedBy bool          `envconfig:"EXPOSE_SERVED_BY"`
 	TokenTimeout   time.Duration `envconfig:"TOKEN_TIMEOUT" default:"10s"`
 	TokenMargin    time.Duration `envconfig:"TOKEN_MARGIN"`
+	// Scopes, audience, client authentication method: see tokens.go.
+	TokenEnv
 
 	LogFormat string `envconfig:"LOG_FORMAT" default:"json"`
 	LogLevel  string `envconfig:"LOG_LEVEL" default:"info"`
@@ -53,9 +59,9 @@ type config struct {
 
 func main() { service.Main("public-gateway", defaultAddr, run) }
 
-// validate reports every problem at once. The secret is checked for
-// presence only and never printed.
-func (c config) validate() (wristband.Endpoints, error) {
+// validate reports every problem at once and returns the token request
+// settings. The secret is checked for presence only and never printed.
+func (c config) validate() (wristband.Endpoints, m2m.Config, error) {
 	var errs []error
 	if err := service.CheckListenAddr("LISTEN_ADDR", c.ListenAddr); err != nil {
 		errs = append(errs, err)
@@ -69,9 +75,8 @@ func (c config) validate() (wristband.Endpoints, error) {
 	if strings.TrimSpace(c.ClientID) == "" {
 		errs = append(errs, errors.New("CLIENT_ID is empty"))
 	}
-	if c.ClientSecret == "" {
-		errs = append(errs, errors.New("CLIENT_SECRET is empty"))
-	}
+	tc, tokenErrs := c.tokenConfig(c.ClientSecret)
+	errs = append(errs, tokenErrs...)
 	if _, err := wristband.CheckURL(c.ProtectedDataURL); err != nil {
 		errs = append(errs, fmt.Errorf("PROTECTED_DATA_URL: %w", err))
 	}
@@ -88,23 +93,24 @@ func (c config) validate() (wristband.Endpoints, error) {
 	if c.TokenMargin < 0 {
 		errs = append(errs, errors.New("TOKEN_MARGIN must not be negative"))
 	}
-	return ep, errors.Join(errs...)
+	return ep, tc, errors.Join(errs...)
 }
 
-func run(ctx context.Context, _ []string) error {
+func run(ctx context.Context, args []string) error {
+	if len(args) > 0 && args[0] == "jwks" {
+		return jwksCommand(os.Stdout)
+	}
 	var cfg config
 	log, errs := service.Load(&cfg, &cfg.LogFormat, &cfg.LogLevel)
-	ep, err := cfg.validate()
+	ep, tc, err := cfg.validate()
 	if err = errors.Join(append(errs, err)...); err != nil {
 		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
 
-	tokens, err := m2m.New(m2m.Config{
-		TokenURL: ep.TokenURL, ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret,
-		HTTPClient:     &http.Client{Timeout: cfg.TokenTimeout},
-		RequestTimeout: cfg.TokenTimeout,
-		Margin:         cfg.TokenMargin, Logger: log,
-	})
+	tc.TokenURL, tc.ClientID = ep.TokenURL, cfg.ClientID
+	tc.HTTPClient = &http.Client{Timeout: cfg.TokenTimeout}
+	tc.RequestTimeout, tc.Margin, tc.Logger = cfg.TokenTimeout, cfg.TokenMargin, log
+	tokens, err := m2m.New(tc)
 	if err != nil {
 		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
@@ -115,6 +121,8 @@ func run(ctx context.Context, _ []string) error {
 
 	log.Info("public-gateway starting",
 		slog.String("token_url", ep.TokenURL), slog.String("client_id", cfg.ClientID),
+		slog.String("token_auth_method", string(cmp.Or(tc.AuthMethod, m2m.ClientSecretBasic))),
+		slog.Any("token_scopes", tc.Scopes), slog.Any("token_params", slices.Sorted(maps.Keys(tc.EndpointParams))),
 		slog.String("protected_data_url", cfg.ProtectedDataURL))
 
 	// Client-side balancing over every address protected-data's name resolves
