@@ -518,11 +518,12 @@ func (s *TokenSource) runFetch() {
 	case res.err == nil:
 		if res.clamped > 0 && s.clampWarned.CompareAndSwap(false, true) {
 			s.log.Warn("m2m: token lifetime is under twice the margin; using half the lifetime as margin",
-				"margin", s.margin, "effective_margin", res.clamped, "expires_in", res.tok.expiry.Sub(now).Round(time.Second))
+				"margin", s.margin.String(), "effective_margin", res.clamped.String(), "expires_in", res.tok.expiry.Sub(now).Round(time.Second).String())
 		}
-		attrs := []any{"renew_in", res.tok.renewAt.Sub(now).Round(time.Millisecond), "valid_for", res.tok.expiry.Sub(now).Round(time.Second)}
+		// Durations as text ("1m30s"): JSON handlers would print nanoseconds.
+		attrs := []any{"renew_in", res.tok.renewAt.Sub(now).Round(time.Millisecond).String(), "valid_for", res.tok.expiry.Sub(now).Round(time.Second).String()}
 		if streak > 0 {
-			s.log.Info("m2m: token fetched again after failures", append(attrs, "failures", streak, "failing_for", failedFor.Round(time.Millisecond))...)
+			s.log.Info("m2m: token fetched again after failures", append(attrs, "failures", streak, "failing_for", failedFor.Round(time.Millisecond).String())...)
 		} else {
 			s.log.Debug("m2m: token fetched", attrs...)
 		}
@@ -539,7 +540,7 @@ func (s *TokenSource) runFetch() {
 		}
 		s.log.Log(context.Background(), level, msg,
 			"client_id", s.clientID, "token_url", s.tokenURL, "err", res.err,
-			"failures", streak, "failing_for", failedFor.Round(time.Millisecond), "retry_in", delay.Round(time.Millisecond))
+			"failures", streak, "failing_for", failedFor.Round(time.Millisecond).String(), "retry_in", delay.Round(time.Millisecond).String())
 	}
 }
 
