@@ -88,6 +88,13 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.timers = kept
 }
 
+// armed counts the armed timers.
+func (c *fakeClock) armed() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.timers)
+}
+
 // pending returns how far ahead each armed timer is, shortest first.
 func (c *fakeClock) pending() []time.Duration {
 	c.mu.Lock()
@@ -257,9 +264,10 @@ func withBackoff(lo, hi time.Duration) option {
 }
 func withRetryInterval(d time.Duration) option { return func(cfg *Config) { cfg.RetryInterval = d } }
 func withMaxWait(d time.Duration) option       { return func(cfg *Config) { cfg.MaxWait = d } }
-func withSeed(seed uint64) option {
-	return func(cfg *Config) { cfg.rnd = rand.New(rand.NewPCG(seed, seed)) }
-}
+func withSeed(seed uint64) option              { return func(cfg *Config) { cfg.rnd = newRand(seed) } }
+
+// newRand is a seeded source: tests of jitter give the same numbers each run.
+func newRand(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15)) }
 
 // newSource builds a TokenSource against p and closes it at cleanup. MaxWait
 // defaults to a minute here: tests on the real clock must not depend on how
