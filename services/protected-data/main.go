@@ -34,6 +34,8 @@ type config struct {
 	Leeway           time.Duration `envconfig:"CLOCK_LEEWAY"`
 	RequiredScopes   []string      `envconfig:"REQUIRED_SCOPES"`
 	AllowedClientIDs []string      `envconfig:"ALLOWED_CLIENT_IDS"`
+	AllowedSubKinds  []string      `envconfig:"ALLOWED_SUB_KINDS"`                  // Wristband: "client" admits only M2M client tokens
+	RefreshCooldown  time.Duration `envconfig:"JWKS_REFRESH_COOLDOWN" default:"5s"` // least gap between unknown-kid JWKS refetches
 
 	LogFormat string `envconfig:"LOG_FORMAT" default:"json"`
 	LogLevel  string `envconfig:"LOG_LEVEL" default:"info"`
@@ -60,6 +62,9 @@ func run(ctx context.Context, _ []string) error {
 	if ep.Issuer == "" {
 		errs = append(errs, errors.New("no issuer: set APPLICATION_VANITY_DOMAIN (real Wristband), ISSUER, or WRISTBAND_EMULATOR_URL"))
 	}
+	if cfg.RefreshCooldown <= 0 {
+		errs = append(errs, errors.New("JWKS_REFRESH_COOLDOWN: must be a positive duration, e.g. 5s"))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
@@ -68,7 +73,8 @@ func run(ctx context.Context, _ []string) error {
 	v, err := jwtauth.New(ctx, jwtauth.Config{
 		JWKSURL: ep.JWKSURL, Issuer: ep.Issuer, Audience: cfg.Audience,
 		Algorithms: cfg.Algorithms, TokenType: cfg.TokenType, Leeway: cfg.Leeway,
-		Realm: "protected-data", Logger: log,
+		UnknownKIDCooldown: cfg.RefreshCooldown,
+		Realm:              "protected-data", Logger: log,
 	})
 	if err != nil {
 		return fmt.Errorf("invalid configuration:\n%w", err)
@@ -86,6 +92,9 @@ func run(ctx context.Context, _ []string) error {
 	}
 	if len(cfg.AllowedClientIDs) > 0 {
 		opts = append(opts, jwtauth.AllowClients(cfg.AllowedClientIDs...))
+	}
+	if len(cfg.AllowedSubKinds) > 0 {
+		opts = append(opts, jwtauth.AllowSubKinds(cfg.AllowedSubKinds...))
 	}
 	e := service.NewEcho(log)
 	service.Health(e, log, service.Check{Name: "jwks", Fn: func(context.Context) error { return v.Ready() }})
