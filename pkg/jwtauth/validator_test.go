@@ -73,19 +73,20 @@ func TestJWKSDownCold(t *testing.T) {
 
 func TestJWKSDownWarm(t *testing.T) {
 	idp := jwtauthtest.NewIdP(t)
-	v := newValidator(t, idp, func(c *jwtauth.Config) { c.RefreshInterval = time.Second })
-	waitReady(t, v)
+	v, clk := newFakeClockValidator(t, idp, nil)
 	e := newServer(v)
 	idp.SetDown(true)
-	// Let the background refresh fail a few times.
-	before := idp.Fetches()
-	eventually(t, "background refreshes against the down IdP", func() bool { return idp.Fetches() >= before+2 })
+	// The refresh fails, then its retry (1 s later, doubling) fails too.
+	for i, d := range []time.Duration{jwtauth.DefaultRefreshInterval, time.Second, 2 * time.Second} {
+		n := idp.Fetches()
+		eventually(t, "the next refresh timer", func() bool { return clk.armed() > 0 })
+		clk.Advance(d)
+		eventually(t, fmt.Sprintf("refresh %d against the down IdP", i), func() bool { return idp.Fetches() > n })
+	}
 	if err := v.Ready(); err != nil {
 		t.Fatalf("Ready = %v while warm, want nil", err)
 	}
-	if s := v.Stats(); s.JWKSFetchErrors == 0 {
-		t.Fatalf("stats = %+v, want fetch errors", s)
-	}
+	eventually(t, "the failures counted", func() bool { return v.Stats().JWKSFetchOutcomes[jwtauth.FetchStatus] == 3 })
 	// A token never seen (so not cached) still validates with the last good set.
 	if r := do(t, e, bearer(idp.Mint(nil))); r.status != http.StatusOK {
 		t.Fatalf("warm, IdP down: %d %v, want 200", r.status, r.body)
@@ -236,8 +237,7 @@ func TestRotationNewKeyAcceptedFirstTime(t *testing.T) {
 
 func TestRotationRemovedKeyRejectedAfterRefresh(t *testing.T) {
 	idp := jwtauthtest.NewIdP(t)
-	v := newValidator(t, idp, func(c *jwtauth.Config) { c.RefreshInterval = time.Second })
-	waitReady(t, v)
+	v, clk := newFakeClockValidator(t, idp, nil)
 	e := newServer(v)
 	old := idp.SigningKey()
 	oldTok := idp.Mint(nil)
@@ -254,6 +254,8 @@ func TestRotationRemovedKeyRejectedAfterRefresh(t *testing.T) {
 	}
 	idp.RemoveKey(old.KID)
 	// The background refresh drops the key, and with it its cached token.
+	eventually(t, "the refresh timer", func() bool { return clk.armed() > 0 })
+	clk.Advance(jwtauth.DefaultRefreshInterval)
 	eventually(t, "the old key's cache entry to be dropped", func() bool { return v.Stats().CacheEntries == 1 })
 	if r := do(t, e, bearer(oldTok)); r.status != http.StatusUnauthorized || r.body["error_description"] != "unknown kid" {
 		t.Fatalf("token of a removed key: %d %v, want 401 unknown kid", r.status, r.body)
