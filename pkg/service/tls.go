@@ -51,7 +51,7 @@ func readTLSFile(v FileVar, example string) ([]byte, error) {
 		return nil, fmt.Errorf("%s: %w", v.Name, fileProblem(err, v.Name))
 	}
 	if len(b) > maxTLSFileBytes {
-		return nil, fmt.Errorf("%s: the file is larger than %d KiB", v.Name, maxTLSFileBytes>>10)
+		return nil, fmt.Errorf("%s: the file is larger than %d KiB (e.g. a certificate chain of a few KiB)", v.Name, maxTLSFileBytes>>10)
 	}
 	return b, nil
 }
@@ -79,7 +79,7 @@ func loadKeyPair(cert, key FileVar) (*tls.Certificate, error) {
 			continue
 		}
 		if _, err := x509.ParseCertificate(b.Bytes); err != nil {
-			return nil, fmt.Errorf("%s: a certificate in the file cannot be parsed (want PEM X.509, e.g. from openssl or certgen)", cert.Name)
+			return nil, fmt.Errorf("%s: a certificate in the file cannot be parsed (e.g. a PEM X.509 certificate from openssl or certgen)", cert.Name)
 		}
 		chain = append(chain, b.Bytes)
 	}
@@ -102,15 +102,15 @@ func loadKeyPair(cert, key FileVar) (*tls.Certificate, error) {
 		return nil, fmt.Errorf("%s: no PEM private key in the file (e.g. a file starting with -----BEGIN PRIVATE KEY-----)", key.Name)
 	}
 	if _, err := parsePrivateKey(der); err != nil {
-		return nil, fmt.Errorf("%s: the private key cannot be parsed (want PKCS#8, PKCS#1 or SEC 1; RSA, ECDSA or Ed25519)", key.Name)
+		return nil, fmt.Errorf("%s: the private key cannot be parsed (e.g. a PEM PKCS#8, PKCS#1 or SEC 1 key; RSA, ECDSA or Ed25519)", key.Name)
 	}
 	// The key parsed: X509KeyPair can now only fail on a mismatch.
 	pair, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("%s and %s: the private key does not belong to the first certificate in the file", cert.Name, key.Name)
+		return nil, fmt.Errorf("%s and %s: the private key does not belong to the first certificate in the file (e.g. the key written together with that certificate)", cert.Name, key.Name)
 	}
 	if pair.Leaf != nil && time.Now().After(pair.Leaf.NotAfter) {
-		return nil, fmt.Errorf("%s: the certificate expired (renew it; certgen writes a fresh one)", cert.Name)
+		return nil, fmt.Errorf("%s: the certificate expired (e.g. renew it; certgen writes a fresh one)", cert.Name)
 	}
 	return &pair, nil
 }

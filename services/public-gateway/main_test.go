@@ -81,6 +81,10 @@ func TestValidateReportsEachMistakeOnce(t *testing.T) {
 		{"token timeout", append(ok, "TOKEN_TIMEOUT=0s"), []string{"TOKEN_TIMEOUT:"}},
 		{"unparsable token timeout, reported once", append(ok, "TOKEN_TIMEOUT=soon"), []string{"TOKEN_TIMEOUT: not a valid duration"}},
 		{"negative margin", append(ok, "TOKEN_MARGIN=-1s"), []string{"TOKEN_MARGIN:"}},
+		{"protected-data CA for an http URL", append(ok, "PROTECTED_DATA_CA_FILE=/tls/ca.crt"), []string{"PROTECTED_DATA_CA_FILE, PROTECTED_DATA_CLIENT_CERT_FILE, PROTECTED_DATA_CLIENT_KEY_FILE: set, but PROTECTED_DATA_URL is not https://"}},
+		{"missing protected-data CA file", append(ok, "PROTECTED_DATA_URL=https://protected-data:6002", "PROTECTED_DATA_CA_FILE=/nonexistent/ca.crt"), []string{"PROTECTED_DATA_CA_FILE: the file does not exist"}},
+		{"client certificate without its key", append(ok, "PROTECTED_DATA_URL=https://protected-data:6002", "PROTECTED_DATA_CLIENT_CERT_FILE=/nonexistent/tls.crt"), []string{"PROTECTED_DATA_CLIENT_KEY_FILE: required when PROTECTED_DATA_CLIENT_CERT_FILE is set"}},
+		{"protected-data TLS files and a bad URL", append(ok, "PROTECTED_DATA_URL=https://", "PROTECTED_DATA_CA_FILE=/nonexistent/ca.crt"), []string{"PROTECTED_DATA_URL:", "PROTECTED_DATA_CA_FILE: the file does not exist"}},
 		{"unreadable secret file, reported once", []string{"CLIENT_ID=c", "WRISTBAND_EMULATOR_URL=http://127.0.0.1:6003", "CLIENT_SECRET_FILE=/nonexistent"},
 			[]string{"CLIENT_SECRET_FILE: the file does not exist"}},
 	}
