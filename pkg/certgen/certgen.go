@@ -45,7 +45,7 @@ type Options struct {
 	// a tenth of Validity left), so that restarting the init step does not
 	// replace certificates under running services.
 	Keep bool
-	// UID and GID own the written files and directories when >= 0 (the
+	// UID and GID own the written files when >= 0 (the
 	// services run as 65532 while the init step may need root to write
 	// into a fresh volume).
 	UID, GID int
@@ -186,11 +186,10 @@ func writeLeaf(dir string, tmpl, ca *x509.Certificate, caDER []byte, caKey *ecds
 	if err != nil {
 		return fmt.Errorf("certgen: %w", err)
 	}
+	// The directory keeps its owner: the files are chowned, and a root
+	// init step without CAP_DAC_OVERRIDE can still write here next time.
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("certgen: %w", err)
-	}
-	if err := chown(dir, o); err != nil {
-		return err
 	}
 	// The key before the certificate: a service re-reading the pair on a
 	// change sees a mismatch for a moment at worst, and keeps its old pair.

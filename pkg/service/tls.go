@@ -312,21 +312,29 @@ func (s *serverTLS) verifyClient(raw [][]byte, _ [][]*x509.Certificate) error {
 	return nil
 }
 
-// ClientTLSConfig is the tls.Config of a client calling a service that
-// serves TLS: ca (optional; empty Path: the system roots) is trusted for the
-// server's certificate, checked against the URL's host name; cert and key
+// ClientTLSConfig is the tls.Config of a client calling one service that
+// serves TLS at host (the URL's host name, or IP): ca (optional; empty
+// Path: the system roots) is trusted for the server's certificate, which
+// must be valid for host whichever address is dialled; cert and key
 // (optional, both or neither) are presented when the server asks (mTLS) and
 // re-read when the files change. It returns every problem at once, each
 // naming its variable. log receives reload warnings.
-func ClientTLSConfig(log *slog.Logger, ca, cert, key FileVar) (*tls.Config, []error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+func ClientTLSConfig(log *slog.Logger, host string, ca, cert, key FileVar) (*tls.Config, []error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host}
 	var errs []error
 	if ca.Path != "" {
-		pool, err := loadCAPool(ca)
+		roots, err := newReloading("CA", func() (*x509.CertPool, error) { return loadCAPool(ca) }, ca.Path)
 		if err != nil {
 			errs = append(errs, err)
+		} else {
+			roots.log = log
+			// crypto/tls reads RootCAs once per config; verifying here
+			// instead lets a rotated CA file take effect without a
+			// restart. Nothing is skipped: verifyServer checks the chain,
+			// the name and the key usage, as crypto/tls would.
+			cfg.InsecureSkipVerify = true
+			cfg.VerifyConnection = func(cs tls.ConnectionState) error { return verifyServer(cs, host, roots.get()) }
 		}
-		cfg.RootCAs = pool
 	}
 	switch {
 	case cert.Path == "" && key.Path == "":
@@ -349,6 +357,31 @@ func ClientTLSConfig(log *slog.Logger, ca, cert, key FileVar) (*tls.Config, []er
 		return nil, errs
 	}
 	return cfg, nil
+}
+
+// verifyServer checks the server's chain against roots and its certificate
+// against host, as crypto/tls does with RootCAs and ServerName.
+func verifyServer(cs tls.ConnectionState, host string, roots *x509.CertPool) error {
+	if host == "" {
+		return errors.New("tls: no server name to verify the certificate against")
+	}
+	if len(cs.PeerCertificates) == 0 {
+		return errors.New("tls: the server presented no certificate")
+	}
+	inter := x509.NewCertPool()
+	for _, c := range cs.PeerCertificates[1:] {
+		inter.AddCert(c)
+	}
+	_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{
+		DNSName:       host,
+		Roots:         roots,
+		Intermediates: inter,
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	})
+	if err != nil {
+		return fmt.Errorf("tls: server certificate not accepted: %w", err)
+	}
+	return nil
 }
 
 // healthcheckTLSConfig is what the `healthcheck` subcommand uses when the

@@ -339,7 +339,7 @@ func TestClientTLSConfigErrors(t *testing.T) {
 	p := newPKI(t)
 	missing := filepath.Join(t.TempDir(), "hush")
 	v := func(name, path string) FileVar { return FileVar{name, path} }
-	_, errs := ClientTLSConfig(NewDiscardLogger(), v("X_CA_FILE", missing), v("X_CERT_FILE", p.file(p.client, "tls.crt")), v("X_KEY_FILE", ""))
+	_, errs := ClientTLSConfig(NewDiscardLogger(), "localhost", v("X_CA_FILE", missing), v("X_CERT_FILE", p.file(p.client, "tls.crt")), v("X_KEY_FILE", ""))
 	var got []string
 	for _, e := range errs {
 		got = append(got, e.Error())
@@ -348,8 +348,60 @@ func TestClientTLSConfigErrors(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("errors\n%q\nwant\n%q", got, want)
 	}
-	cfg, errs := ClientTLSConfig(NewDiscardLogger(), v("X_CA_FILE", p.file(p.client, "ca.crt")), v("X_CERT_FILE", p.file(p.client, "tls.crt")), v("X_KEY_FILE", p.file(p.client, "tls.key")))
-	if len(errs) > 0 || cfg.RootCAs == nil || cfg.GetClientCertificate == nil || cfg.MinVersion != tls.VersionTLS12 {
+	cfg, errs := ClientTLSConfig(NewDiscardLogger(), "localhost", v("X_CA_FILE", p.file(p.client, "ca.crt")), v("X_CERT_FILE", p.file(p.client, "tls.crt")), v("X_KEY_FILE", p.file(p.client, "tls.key")))
+	if len(errs) > 0 || cfg.VerifyConnection == nil || cfg.GetClientCertificate == nil || cfg.MinVersion != tls.VersionTLS12 {
 		t.Errorf("good settings: %v %+v", errs, cfg)
 	}
+}
+
+// ClientTLSConfig verifies the server itself (to re-read a rotated CA):
+// the chain, the host name and the key usage must all be checked.
+func TestClientTLSConfigVerifiesTheServer(t *testing.T) {
+	p, other := newPKI(t, "localhost"), newPKI(t, "localhost")
+	addr, _ := serveTLS(t, p.file(p.server, "tls.crt"), p.file(p.server, "tls.key"), p.file(p.server, "ca.crt"))
+	_, port, _ := net.SplitHostPort(addr)
+	client := func(host, caDir, certDir string) *http.Client {
+		cfg, errs := ClientTLSConfig(NewDiscardLogger(), host, FileVar{"CA", filepath.Join(caDir, "ca.crt")},
+			FileVar{"CERT", filepath.Join(certDir, "tls.crt")}, FileVar{"KEY", filepath.Join(certDir, "tls.key")})
+		if len(errs) > 0 {
+			t.Fatal(errs)
+		}
+		tr := &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true}
+		t.Cleanup(tr.CloseIdleConnections)
+		return &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	}
+	if got, err := body(t, client("localhost", p.client, p.client), "https://localhost:"+port+"/whoami"); err != nil || got != "test-client TLS 1.3" {
+		t.Fatalf("the right CA and name: %q, %v", got, err)
+	}
+	// 127.0.0.1 is not in this certificate (localhost only).
+	if _, err := body(t, client("127.0.0.1", p.client, p.client), "https://127.0.0.1:"+port+"/whoami"); err == nil || !strings.Contains(err.Error(), "IP SANs") {
+		t.Errorf("a name the certificate does not cover: %v", err)
+	}
+	if _, err := body(t, client("localhost", other.client, p.client), "https://localhost:"+port+"/whoami"); err == nil || !strings.Contains(err.Error(), "unknown authority") {
+		t.Errorf("a server certificate from another CA: %v", err)
+	}
+	// A client certificate from the right CA is not a server certificate.
+	srv2 := serveWith(t, p.file(p.client, "tls.crt"), p.file(p.client, "tls.key"))
+	_, port2, _ := net.SplitHostPort(srv2)
+	if _, err := body(t, client("localhost", p.client, p.client), "https://localhost:"+port2+"/whoami"); err == nil || !strings.Contains(err.Error(), "not accepted") {
+		t.Errorf("a server presenting a client certificate: %v", err)
+	}
+}
+
+// serveWith serves TLS with any pair, through crypto/tls alone.
+func serveWith(t *testing.T, cert, key string) string {
+	t.Helper()
+	pair, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{pair}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.NotFoundHandler(), ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close(); <-done })
+	return ln.Addr().String()
 }

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -114,7 +115,11 @@ func (c config) downstreamTLS(log *slog.Logger) (*tls.Config, []error) {
 		}
 		return nil, nil
 	}
-	return service.ClientTLSConfig(log,
+	host := ""
+	if u, err := url.Parse(c.ProtectedDataURL); err == nil {
+		host = u.Hostname()
+	}
+	return service.ClientTLSConfig(log, host,
 		service.FileVar{Name: "PROTECTED_DATA_CA_FILE", Path: c.ProtectedDataCAFile},
 		service.FileVar{Name: "PROTECTED_DATA_CLIENT_CERT_FILE", Path: c.ProtectedDataClientCertFile},
 		service.FileVar{Name: "PROTECTED_DATA_CLIENT_KEY_FILE", Path: c.ProtectedDataClientKeyFile})
