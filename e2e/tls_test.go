@@ -159,6 +159,64 @@ func TestMutualTLSBetweenGatewayAndProtectedData(t *testing.T) {
 			t.Fatalf("public call: %d %s", r.status, r.body)
 		}
 	})
+	t.Run("a rotated CA and certificates take effect without a restart", func(t *testing.T) {
+		oldCA, oldCert := t.TempDir(), t.TempDir()
+		for _, f := range []string{"ca.crt", "tls.crt", "tls.key"} {
+			b, err := os.ReadFile(filepath.Join(cliDir, f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = os.WriteFile(filepath.Join(oldCA, f), b, 0o600)
+			_ = os.WriteFile(filepath.Join(oldCert, f), b, 0o600)
+		}
+		out, err := exec.Command(filepath.Join(binDir, "protected-data"), "certgen", "-keep=false",
+			"-server-dir", srvDir, "-client-dir", cliDir, "-server-names", "localhost").CombinedOutput()
+		if err != nil {
+			t.Fatalf("certgen: %v\n%s", err, out)
+		}
+		// protected-data looks at its files at most once a second, on a
+		// handshake: poll with fresh connections until the new pair is served.
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			status, _, err := call(mtlsClient(t, filepath.Join(cliDir, "ca.crt"), cliDir), pdURL+"/api/protected/data")
+			if err == nil && status == 200 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the new CA's client is still not served: %d %v", status, err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if status, body, err := call(mtlsClient(t, filepath.Join(oldCA, "ca.crt"), oldCert), pdURL+"/api/protected/data"); err == nil {
+			t.Errorf("a client of the replaced CA is still served: %d %s", status, body)
+		}
+		// The gateway, not restarted, holds keep-alive connections made
+		// with the old certificates; a protected-data restart makes it
+		// connect afresh, with the CA and the client certificate it must
+		// have re-read.
+		oldPD := s.pd
+		oldPD.stop(t)
+		s.pd = start(t, "protected-data", pdEnv...)
+		deadline = time.Now().Add(30 * time.Second)
+		for {
+			r := get(t, s.gwURL()+"/api/public/data")
+			if r.status == 200 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the gateway did not pick up the rotated CA and client certificate: %d %s\n%s", r.status, r.body, s.gw.out.String())
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if !strings.Contains(s.gw.out.String(), "tls: reloaded the CA") || !strings.Contains(s.gw.out.String(), "tls: reloaded the client certificate") {
+			t.Error("the gateway did not log the reloads")
+		}
+		s.pd, oldPD = oldPD, s.pd // the log checks below read the first one
+		t.Cleanup(func() { oldPD.stop(t) })
+		if !strings.Contains(s.pd.out.String(), "tls: reloaded the certificate") || !strings.Contains(s.pd.out.String(), "tls: reloaded the client CA") {
+			t.Error("protected-data did not log the reloads")
+		}
+	})
 	if out := s.pd.out.String(); !strings.Contains(out, `tls=mutual`) || !strings.Contains(out, "client didn't provide a certificate") {
 		t.Errorf("protected-data's log does not show mTLS and the refusals:\n%s", out)
 	}
