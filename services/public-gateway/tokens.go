@@ -28,7 +28,7 @@ type TokenEnv struct {
 	Params     string `envconfig:"TOKEN_PARAMS"`      // extra form parameters, a=1&b=2
 	AuthMethod string `envconfig:"TOKEN_AUTH_METHOD"` // client_secret_basic (default) | client_secret_post | private_key_jwt
 
-	SecretFile        string `envconfig:"CLIENT_SECRET_FILE"`        // read instead of CLIENT_SECRET
+	// CLIENT_SECRET_FILE is read by service.Load (CLIENT_SECRET is a secret field).
 	KeyFile           string `envconfig:"CLIENT_ASSERTION_KEY_FILE"` // PEM private key for private_key_jwt
 	KeyID             string `envconfig:"CLIENT_ASSERTION_KEY_ID"`   // "": RFC 7638 thumbprint
 	Alg               string `envconfig:"CLIENT_ASSERTION_ALG"`      // "": RS256 (RSA), ES256 (P-256)
@@ -45,8 +45,9 @@ func list(v string) []string {
 }
 
 // tokenConfig turns the settings (and CLIENT_SECRET) into the token-request
-// part of an m2m.Config, reporting every problem at once.
-func (e TokenEnv) tokenConfig(secret string) (m2m.Config, []error) {
+// part of an m2m.Config, reporting every problem at once. secretReported:
+// the loader already reported CLIENT_SECRET/CLIENT_SECRET_FILE.
+func (e TokenEnv) tokenConfig(secret string, secretReported bool) (m2m.Config, []error) {
 	var (
 		cfg  m2m.Config
 		errs []error
@@ -107,21 +108,6 @@ func (e TokenEnv) tokenConfig(secret string) (m2m.Config, []error) {
 		cfg.EndpointParams = params
 	}
 
-	if e.SecretFile != "" {
-		if secret != "" {
-			errs = append(errs, errors.New("CLIENT_SECRET and CLIENT_SECRET_FILE are both set: keep one"))
-		}
-		b, err := readSecretFile(e.SecretFile)
-		switch {
-		case err != nil:
-			errs = append(errs, fmt.Errorf("CLIENT_SECRET_FILE: %w", err))
-		case len(b) == 0:
-			errs = append(errs, errors.New("CLIENT_SECRET_FILE: the file is empty"))
-		default:
-			secret = string(b)
-		}
-	}
-
 	if cfg.AuthMethod == m2m.PrivateKeyJWT {
 		if e.KeyFile == "" {
 			errs = append(errs, errors.New("CLIENT_ASSERTION_KEY_FILE: required with TOKEN_AUTH_METHOD=private_key_jwt, e.g. /run/secrets/gateway-key.pem"))
@@ -145,8 +131,8 @@ func (e TokenEnv) tokenConfig(secret string) (m2m.Config, []error) {
 		if e.KeyFile != "" || e.KeyID != "" || e.Alg != "" || e.AssertionAudience != "" {
 			errs = append(errs, errors.New("CLIENT_ASSERTION_* is set but TOKEN_AUTH_METHOD is not private_key_jwt: set TOKEN_AUTH_METHOD=private_key_jwt or unset them"))
 		}
-		if secret == "" {
-			errs = append(errs, errors.New("CLIENT_SECRET is empty: set CLIENT_SECRET or CLIENT_SECRET_FILE (or use TOKEN_AUTH_METHOD=private_key_jwt)"))
+		if secret == "" && !secretReported {
+			errs = append(errs, errors.New("CLIENT_SECRET: empty; set it, or CLIENT_SECRET_FILE to a file holding it (e.g. /run/secrets/client_secret), or use TOKEN_AUTH_METHOD=private_key_jwt"))
 		}
 		cfg.ClientSecret = secret
 	}
@@ -162,7 +148,7 @@ func printable(s string) bool {
 	return true
 }
 
-// readSecretFile reads a secret file (a Docker or Kubernetes secret), trims
+// readSecretFile reads a key file (a Docker or Kubernetes secret), trims
 // the trailing newline editors and `echo` add, and never quotes the content.
 func readSecretFile(path string) ([]byte, error) {
 	f, err := os.Open(path)
@@ -194,8 +180,8 @@ func loadKey(path string) (crypto.Signer, error) {
 // at the identity provider for private_key_jwt.
 func jwksCommand(out io.Writer) error {
 	var e TokenEnv
-	if err := service.LoadConfig(&e); err != nil {
-		return err
+	if errs := service.LoadEnv(&e); len(errs) > 0 {
+		return errors.Join(errs...)
 	}
 	if e.KeyFile == "" {
 		return errors.New("CLIENT_ASSERTION_KEY_FILE is not set: point it at the PEM private key, e.g. CLIENT_ASSERTION_KEY_FILE=gateway-key.pem public-gateway jwks")

@@ -70,12 +70,6 @@ func TestTokenSettings(t *testing.T) {
 			}
 			return ""
 		}},
-		{"secret from a file, newline trimmed", TokenEnv{SecretFile: writeFile(t, "secret", secret+"\n")}, "", func(c m2m.Config) string {
-			if c.ClientSecret != secret {
-				return "secret not read"
-			}
-			return ""
-		}},
 		{"client_secret_post", TokenEnv{AuthMethod: "client_secret_post"}, secret, func(c m2m.Config) string {
 			if c.AuthMethod != m2m.ClientSecretPost || c.ClientSecret != secret {
 				return "method"
@@ -91,7 +85,7 @@ func TestTokenSettings(t *testing.T) {
 	}
 	for _, tc := range ok {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg, errs := tc.env.tokenConfig(tc.secret)
+			cfg, errs := tc.env.tokenConfig(tc.secret, false)
 			if len(errs) > 0 {
 				t.Fatalf("errors: %v", errors.Join(errs...))
 			}
@@ -107,7 +101,7 @@ func TestTokenSettings(t *testing.T) {
 		secret string
 		want   []string
 	}{
-		{"no secret", TokenEnv{}, "", []string{"CLIENT_SECRET is empty"}},
+		{"no secret", TokenEnv{}, "", []string{"CLIENT_SECRET: empty"}},
 		{"secret in TOKEN_PARAMS", TokenEnv{Params: "client_secret=" + secret + "&client_assertion=x"}, secret,
 			[]string{"TOKEN_PARAMS must not carry client_secret", "TOKEN_PARAMS must not carry client_assertion"}},
 		{"grant_type and scope in TOKEN_PARAMS", TokenEnv{Params: "grant_type=password&scope=x"}, secret,
@@ -115,8 +109,6 @@ func TestTokenSettings(t *testing.T) {
 		{"audience twice", TokenEnv{Params: "audience=a", Audience: "b"}, secret, []string{"TOKEN_PARAMS sets audience and so does TOKEN_AUDIENCE"}},
 		{"bad method", TokenEnv{AuthMethod: secret}, secret, []string{"TOKEN_AUTH_METHOD: want"}},
 		{"relative resource", TokenEnv{Resource: "api/" + secret}, secret, []string{"TOKEN_RESOURCE: each value must be an absolute URI"}},
-		{"both secrets", TokenEnv{SecretFile: writeFile(t, "s2", "x")}, secret, []string{"both set"}},
-		{"missing secret file", TokenEnv{SecretFile: "/nonexistent/" + secret}, "", []string{"CLIENT_SECRET_FILE: cannot read"}},
 		{"key without method", TokenEnv{KeyFile: keyFile}, secret, []string{"TOKEN_AUTH_METHOD is not private_key_jwt"}},
 		{"method without key", TokenEnv{AuthMethod: "private_key_jwt"}, "", []string{"CLIENT_ASSERTION_KEY_FILE: required"}},
 		{"key file not a key", TokenEnv{AuthMethod: "private_key_jwt", KeyFile: writeFile(t, "k", secret)}, "", []string{"no PEM private key block"}},
@@ -124,7 +116,7 @@ func TestTokenSettings(t *testing.T) {
 	}
 	for _, tc := range bad {
 		t.Run(tc.name, func(t *testing.T) {
-			_, errs := tc.env.tokenConfig(tc.secret)
+			_, errs := tc.env.tokenConfig(tc.secret, false)
 			err := errors.Join(errs...)
 			if err == nil {
 				t.Fatal("accepted")
@@ -157,5 +149,36 @@ func TestJWKSCommand(t *testing.T) {
 	k := set.Keys[0]
 	if k["kid"] != "gw-1" || k["alg"] != "ES256" || k["use"] != "sig" || k["kty"] != "EC" || k["d"] != nil {
 		t.Errorf("JWK %v: want the public P-256 key, kid gw-1, ES256, use sig, no private part", k)
+	}
+}
+
+// Through the real loader: TokenEnv is read from the environment with the
+// rest, and each mistake is reported once, by name.
+func TestTokenSettingsThroughLoad(t *testing.T) {
+	ok := []string{"CLIENT_ID=c", "WRISTBAND_EMULATOR_URL=http://127.0.0.1:6003"}
+	key := writeFile(t, "key.pem", ecKeyPEM(t))
+	cases := []struct {
+		name string
+		env  []string
+		want []string // message prefixes, in order
+	}{
+		{"private_key_jwt needs no secret", append(ok, "TOKEN_AUTH_METHOD=private_key_jwt", "CLIENT_ASSERTION_KEY_FILE="+key), nil},
+		{"scopes and audience", append(ok, "CLIENT_SECRET=s", "TOKEN_SCOPES=a b", "TOKEN_AUDIENCE=https://api"), nil},
+		{"secret file", append(ok, "CLIENT_SECRET_FILE="+writeFile(t, "s", "s\n")), nil},
+		{"unreadable secret file reported once", append(ok, "CLIENT_SECRET_FILE=/nonexistent"), []string{"CLIENT_SECRET_FILE:"}},
+		{"credential in TOKEN_PARAMS", append(ok, "CLIENT_SECRET=s", "TOKEN_PARAMS=client_secret=s"), []string{"TOKEN_PARAMS must not carry client_secret"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, msgs := load(t, tc.env...)
+			if len(msgs) != len(tc.want) {
+				t.Fatalf("errors %q, want %q", msgs, tc.want)
+			}
+			for i, w := range tc.want {
+				if !strings.HasPrefix(msgs[i], w) {
+					t.Errorf("error %q, want prefix %q", msgs[i], w)
+				}
+			}
+		})
 	}
 }
