@@ -56,12 +56,16 @@ func TestNewValidatesWholeConfig(t *testing.T) {
 }
 
 func TestConfigPrintingMasksSecret(t *testing.T) {
-	cfg := Config{TokenURL: "https://idp/token", ClientID: "id", ClientSecret: testClientSecret}
+	key := rsaKey(t)
+	cfg := Config{TokenURL: "https://idp/token", ClientID: "id", ClientSecret: testClientSecret, PrivateKey: key}
 	var logs syncBuffer
 	slog.New(slog.NewJSONHandler(&logs, nil)).Info("config", "cfg", cfg)
 	for _, out := range []string{fmt.Sprint(cfg), fmt.Sprintf("%+v", cfg), fmt.Sprintf("%#v", cfg), logs.String()} {
 		if strings.Contains(out, testClientSecret) {
 			t.Errorf("printed config reveals the secret: %s", out)
+		}
+		if strings.Contains(out, key.D.String()[:20]) || strings.Contains(out, key.D.Text(16)[:20]) {
+			t.Errorf("printed config reveals the private key: %s", out)
 		}
 		if !strings.Contains(out, "REDACTED") {
 			t.Errorf("printed config does not mark the secret as redacted: %s", out)
