@@ -51,6 +51,7 @@ type config struct {
 	ExposeServedBy bool          `envconfig:"EXPOSE_SERVED_BY"`
 	TokenTimeout   time.Duration `envconfig:"TOKEN_TIMEOUT" default:"10s"`
 	TokenMargin    time.Duration `envconfig:"TOKEN_MARGIN"`
+
 	// Scopes, audience, client authentication method: see tokens.go.
 	TokenEnv
 }
@@ -58,8 +59,8 @@ type config struct {
 func main() { service.Main("public-gateway", defaultAddr, run) }
 
 // validate reports every problem with the gateway's own settings at once,
-// each naming its variable, never its value, and returns the token request
-// settings. The secret is checked for presence only.
+// each naming its variable, never its value. The secret is checked for
+// presence only.
 func (c config) validate() (wristband.Endpoints, m2m.Config, []error) {
 	var errs []error
 	ep, err := wristband.Source{VanityDomain: c.VanityDomain, EmulatorURL: c.EmulatorURL, TokenURL: c.TokenURL}.Resolve(wristband.NeedTokenURL)

@@ -28,7 +28,6 @@ type TokenEnv struct {
 	Params     string `envconfig:"TOKEN_PARAMS"`      // extra form parameters, a=1&b=2
 	AuthMethod string `envconfig:"TOKEN_AUTH_METHOD"` // client_secret_basic (default) | client_secret_post | private_key_jwt
 
-	// CLIENT_SECRET_FILE is read by service.Load (CLIENT_SECRET is a secret field).
 	KeyFile           string `envconfig:"CLIENT_ASSERTION_KEY_FILE"` // PEM private key for private_key_jwt
 	KeyID             string `envconfig:"CLIENT_ASSERTION_KEY_ID"`   // "": RFC 7638 thumbprint
 	Alg               string `envconfig:"CLIENT_ASSERTION_ALG"`      // "": RS256 (RSA), ES256 (P-256)
@@ -45,8 +44,9 @@ func list(v string) []string {
 }
 
 // tokenConfig turns the settings (and CLIENT_SECRET) into the token-request
-// part of an m2m.Config, reporting every problem at once. secretReported:
-// the loader already reported CLIENT_SECRET/CLIENT_SECRET_FILE.
+// part of an m2m.Config, reporting every problem at once.
+// secretReported says the shared loader already reported CLIENT_SECRET or
+// CLIENT_SECRET_FILE (both set, unreadable file): one mistake, one message.
 func (e TokenEnv) tokenConfig(secret string, secretReported bool) (m2m.Config, []error) {
 	var (
 		cfg  m2m.Config
@@ -78,14 +78,14 @@ func (e TokenEnv) tokenConfig(secret string, secretReported bool) (m2m.Config, [
 		for _, k := range slices.Sorted(maps.Keys(p)) {
 			switch lk := strings.ToLower(k); lk {
 			case "client_secret", "client_assertion", "client_assertion_type", "client_id", "password":
-				errs = append(errs, fmt.Errorf("TOKEN_PARAMS must not carry %s: credentials belong in CLIENT_SECRET/CLIENT_SECRET_FILE or CLIENT_ASSERTION_KEY_FILE, where they are masked", lk))
+				errs = append(errs, fmt.Errorf("TOKEN_PARAMS: must not carry %s: credentials belong in CLIENT_SECRET/CLIENT_SECRET_FILE or CLIENT_ASSERTION_KEY_FILE, where they are masked", lk))
 			case "grant_type":
-				errs = append(errs, errors.New("TOKEN_PARAMS must not set grant_type: it is always client_credentials"))
+				errs = append(errs, errors.New("TOKEN_PARAMS: must not set grant_type: it is always client_credentials"))
 			case "scope":
-				errs = append(errs, errors.New("TOKEN_PARAMS must not set scope: use TOKEN_SCOPES"))
+				errs = append(errs, errors.New("TOKEN_PARAMS: must not set scope: use TOKEN_SCOPES"))
 			case "audience", "resource":
 				if (lk == "audience" && e.Audience != "") || (lk == "resource" && e.Resource != "") {
-					errs = append(errs, fmt.Errorf("TOKEN_PARAMS sets %s and so does TOKEN_%s: keep one", lk, strings.ToUpper(lk)))
+					errs = append(errs, fmt.Errorf("TOKEN_PARAMS: sets %s and so does TOKEN_%s: keep one", lk, strings.ToUpper(lk)))
 				}
 				params[k] = p[k]
 			default:
@@ -148,7 +148,7 @@ func printable(s string) bool {
 	return true
 }
 
-// readSecretFile reads a key file (a Docker or Kubernetes secret), trims
+// readSecretFile reads a secret file (a Docker or Kubernetes secret), trims
 // the trailing newline editors and `echo` add, and never quotes the content.
 func readSecretFile(path string) ([]byte, error) {
 	f, err := os.Open(path)
@@ -180,8 +180,8 @@ func loadKey(path string) (crypto.Signer, error) {
 // at the identity provider for private_key_jwt.
 func jwksCommand(out io.Writer) error {
 	var e TokenEnv
-	if errs := service.LoadEnv(&e); len(errs) > 0 {
-		return errors.Join(errs...)
+	if err := errors.Join(service.LoadEnv(&e)...); err != nil {
+		return err
 	}
 	if e.KeyFile == "" {
 		return errors.New("CLIENT_ASSERTION_KEY_FILE is not set: point it at the PEM private key, e.g. CLIENT_ASSERTION_KEY_FILE=gateway-key.pem public-gateway jwks")

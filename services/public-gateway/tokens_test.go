@@ -103,10 +103,10 @@ func TestTokenSettings(t *testing.T) {
 	}{
 		{"no secret", TokenEnv{}, "", []string{"CLIENT_SECRET: empty"}},
 		{"secret in TOKEN_PARAMS", TokenEnv{Params: "client_secret=" + secret + "&client_assertion=x"}, secret,
-			[]string{"TOKEN_PARAMS must not carry client_secret", "TOKEN_PARAMS must not carry client_assertion"}},
+			[]string{"TOKEN_PARAMS: must not carry client_secret", "TOKEN_PARAMS: must not carry client_assertion"}},
 		{"grant_type and scope in TOKEN_PARAMS", TokenEnv{Params: "grant_type=password&scope=x"}, secret,
 			[]string{"must not set grant_type", "use TOKEN_SCOPES"}},
-		{"audience twice", TokenEnv{Params: "audience=a", Audience: "b"}, secret, []string{"TOKEN_PARAMS sets audience and so does TOKEN_AUDIENCE"}},
+		{"audience twice", TokenEnv{Params: "audience=a", Audience: "b"}, secret, []string{"TOKEN_PARAMS: sets audience and so does TOKEN_AUDIENCE"}},
 		{"bad method", TokenEnv{AuthMethod: secret}, secret, []string{"TOKEN_AUTH_METHOD: want"}},
 		{"relative resource", TokenEnv{Resource: "api/" + secret}, secret, []string{"TOKEN_RESOURCE: each value must be an absolute URI"}},
 		{"key without method", TokenEnv{KeyFile: keyFile}, secret, []string{"TOKEN_AUTH_METHOD is not private_key_jwt"}},
@@ -166,7 +166,7 @@ func TestTokenSettingsThroughLoad(t *testing.T) {
 		{"scopes and audience", append(ok, "CLIENT_SECRET=s", "TOKEN_SCOPES=a b", "TOKEN_AUDIENCE=https://api"), nil},
 		{"secret file", append(ok, "CLIENT_SECRET_FILE="+writeFile(t, "s", "s\n")), nil},
 		{"unreadable secret file reported once", append(ok, "CLIENT_SECRET_FILE=/nonexistent"), []string{"CLIENT_SECRET_FILE:"}},
-		{"credential in TOKEN_PARAMS", append(ok, "CLIENT_SECRET=s", "TOKEN_PARAMS=client_secret=s"), []string{"TOKEN_PARAMS must not carry client_secret"}},
+		{"credential in TOKEN_PARAMS", append(ok, "CLIENT_SECRET=s", "TOKEN_PARAMS=client_secret=s"), []string{"TOKEN_PARAMS: must not carry client_secret"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
