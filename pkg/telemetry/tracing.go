@@ -70,6 +70,10 @@ func newTracerProvider(ctx context.Context, service string, log *slog.Logger) (*
 	return tp, nil
 }
 
+// untraced routes are probed every few seconds by Docker and Kubernetes: a
+// trace per probe would drown the real ones. They are still counted.
+var untraced = map[string]bool{"/healthz": true, "/readyz": true}
+
 // traceMiddleware starts a server span per request, named by method and
 // route template, and puts it in the request's context so that handlers,
 // downstream calls and log lines see it.
@@ -77,6 +81,9 @@ func (t *Telemetry) traceMiddleware(rt *routes, role Role) echo.MiddlewareFunc {
 	tracer := t.tp.Tracer(tracerName)
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
+			if untraced[c.Path()] {
+				return next(c)
+			}
 			req := c.Request()
 			ctx := req.Context()
 			m := method(req.Method)

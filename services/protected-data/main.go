@@ -13,6 +13,7 @@ import (
 
 	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/jwtauth"
 	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/service"
+	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/telemetry"
 	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/wristband"
 	"github.com/wristband-m2m-go/wristband-m2m-go/services/protected-data/internal/api"
 )
@@ -37,6 +38,8 @@ type config struct {
 
 	LogFormat string `envconfig:"LOG_FORMAT" default:"json"`
 	LogLevel  string `envconfig:"LOG_LEVEL" default:"info"`
+
+	telemetry.Settings // METRICS_ADDR, PPROF
 }
 
 func main() { service.Main("protected-data", defaultAddr, run) }
@@ -57,12 +60,22 @@ func run(ctx context.Context, _ []string) error {
 	if ep.JWKSURL == "" {
 		errs = append(errs, errors.New("no JWKS URL: set APPLICATION_VANITY_DOMAIN (real Wristband), JWKS_URL, or WRISTBAND_EMULATOR_URL"))
 	}
+	if err := cfg.Settings.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if ep.Issuer == "" {
 		errs = append(errs, errors.New("no issuer: set APPLICATION_VANITY_DOMAIN (real Wristband), ISSUER, or WRISTBAND_EMULATOR_URL"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
+
+	tel, err := telemetry.New(ctx, "protected-data", cfg.Settings, log)
+	if err != nil {
+		return fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	defer tel.Close() // last: flushes the spans of everything below
+	log = tel.Logger(log)
 
 	// The validator owns its background JWKS refresh; it ends with Close.
 	v, err := jwtauth.New(ctx, jwtauth.Config{
@@ -87,8 +100,13 @@ func run(ctx context.Context, _ []string) error {
 	if len(cfg.AllowedClientIDs) > 0 {
 		opts = append(opts, jwtauth.AllowClients(cfg.AllowedClientIDs...))
 	}
+	tel.Register(telemetry.ValidatorCollector(v))
 	e := service.NewEcho(log)
+	tel.Instrument(e, telemetry.Internal)
 	service.Health(e, log, service.Check{Name: "jwks", Fn: func(context.Context) error { return v.Ready() }})
 	api.Register(e, v.Middleware(opts...), host)
+	if err := tel.StartAdmin(); err != nil {
+		return err
+	}
 	return service.Serve(ctx, log, e, cfg.ListenAddr, service.Timeouts{})
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/lb"
 	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/m2m"
 	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/service"
+	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/telemetry"
 	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/wristband"
 	"github.com/wristband-m2m-go/wristband-m2m-go/services/public-gateway/internal/gateway"
 )
@@ -49,6 +50,8 @@ type config struct {
 
 	LogFormat string `envconfig:"LOG_FORMAT" default:"json"`
 	LogLevel  string `envconfig:"LOG_LEVEL" default:"info"`
+
+	telemetry.Settings // METRICS_ADDR, PPROF
 }
 
 func main() { service.Main("public-gateway", defaultAddr, run) }
@@ -88,6 +91,9 @@ func (c config) validate() (wristband.Endpoints, error) {
 	if c.TokenMargin < 0 {
 		errs = append(errs, errors.New("TOKEN_MARGIN must not be negative"))
 	}
+	if err := c.Settings.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	return ep, errors.Join(errs...)
 }
 
@@ -98,6 +104,12 @@ func run(ctx context.Context, _ []string) error {
 	if err = errors.Join(append(errs, err)...); err != nil {
 		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
+	tel, err := telemetry.New(ctx, "public-gateway", cfg.Settings, log)
+	if err != nil {
+		return fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	defer tel.Close() // last: flushes the spans of everything below
+	log = tel.Logger(log)
 
 	tokens, err := m2m.New(m2m.Config{
 		TokenURL: ep.TokenURL, ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret,
@@ -132,15 +144,21 @@ func run(ctx context.Context, _ []string) error {
 	}
 	defer tr.Close()
 
+	tel.Register(telemetry.TokenSourceCollector(tokens), telemetry.DownstreamCollector(tr))
+
 	e := service.NewEcho(log)
+	tel.Instrument(e, telemetry.Edge)
 	service.Health(e, log, service.Check{Name: "token", Fn: func(context.Context) error { return tokens.Ready() }})
 	gateway.New(gateway.Config{
 		ProtectedDataURL: cfg.ProtectedDataURL,
 		Timeout:          cfg.DownstreamTimeout,
 		ExposeServedBy:   cfg.ExposeServedBy,
-		Transport:        tr,
+		Transport:        tel.Transport(tr),
 		Tokens:           tokens,
 		Log:              log,
 	}).Register(e)
+	if err := tel.StartAdmin(); err != nil {
+		return err
+	}
 	return service.Serve(ctx, log, e, cfg.ListenAddr, service.Timeouts{})
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/service"
+	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/telemetry"
 	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/wristband"
 	"github.com/wristband-m2m-go/wristband-m2m-go/services/wristband-emulator/internal/idp"
 )
@@ -28,6 +29,8 @@ type config struct {
 	TenantID       string        `envconfig:"TENANT_ID" default:"emulated-tenant"`
 	LogFormat      string        `envconfig:"LOG_FORMAT" default:"json"`
 	LogLevel       string        `envconfig:"LOG_LEVEL" default:"info"`
+
+	telemetry.Settings // METRICS_ADDR, PPROF
 }
 
 func main() { service.Main("wristband-emulator", defaultAddr, run) }
@@ -47,6 +50,9 @@ func run(ctx context.Context, _ []string) error {
 	} else if _, err := wristband.CheckURL(cfg.Issuer); err != nil {
 		errs = append(errs, fmt.Errorf("ISSUER: %w", err))
 	}
+	if err := cfg.Settings.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	key, kerr := idp.LoadOrGenerateKey(cfg.SigningKeyFile)
 	if kerr != nil {
 		errs = append(errs, fmt.Errorf("SIGNING_KEY_FILE: %w", kerr))
@@ -54,6 +60,13 @@ func run(ctx context.Context, _ []string) error {
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
+	tel, err := telemetry.New(ctx, "wristband-emulator", cfg.Settings, log)
+	if err != nil {
+		return fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	defer tel.Close() // last: flushes the spans of everything below
+	log = tel.Logger(log)
+
 	p, err := idp.New(idp.Config{
 		Issuer: cfg.Issuer, Clients: clients, Lifetime: cfg.TokenLifetime,
 		AppID: cfg.AppID, TenantID: cfg.TenantID, Key: key, KeyID: cfg.KeyID,
@@ -71,7 +84,11 @@ func run(ctx context.Context, _ []string) error {
 		slog.Bool("key_from_file", cfg.SigningKeyFile != ""))
 
 	e := service.NewEcho(log)
+	tel.Instrument(e, telemetry.Internal)
 	service.Health(e, log)
 	p.Register(e)
+	if err := tel.StartAdmin(); err != nil {
+		return err
+	}
 	return service.Serve(ctx, log, e, cfg.ListenAddr, service.Timeouts{})
 }
