@@ -5,7 +5,7 @@
 //
 // A main wires it in a few lines:
 //
-//	tel, err := telemetry.New(ctx, "public-gateway", cfg.Telemetry, log)
+//	tel, err := telemetry.New(ctx, "public-gateway", telemetry.Settings{MetricsAddr: cfg.MetricsAddr, PProf: cfg.PProf}, log)
 //	defer tel.Close()              // stops the admin listener, flushes spans
 //	log = tel.Logger(log)          // trace_id/span_id on lines logged with a context
 //	e := service.NewEcho(log)
@@ -33,14 +33,14 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 )
 
-// Settings are the environment variables every service reads. Embed them in
-// a service's envconfig struct.
+// Settings come from every service's METRICS_ADDR and PPROF (read with the
+// rest of the shared configuration in pkg/service).
 type Settings struct {
 	// MetricsAddr is the admin listener serving /metrics (and pprof when
 	// enabled). Empty disables it, and with it every metric.
-	MetricsAddr string `envconfig:"METRICS_ADDR" default:":9090"`
+	MetricsAddr string
 	// PProf serves net/http/pprof under /debug/pprof/ on the admin listener.
-	PProf bool `envconfig:"PPROF" default:"false"`
+	PProf bool
 }
 
 // Validate reports settings that cannot work, naming the variable and a
