@@ -232,6 +232,16 @@ func TestTraceGatewayToProtectedData(t *testing.T) {
 	if gwClient.ParentSpanID != gwServer.SpanID || pdServer.ParentSpanID != gwClient.SpanID {
 		t.Errorf("parents: client's %s (want %s), protected-data's %s (want %s)", gwClient.ParentSpanID, gwServer.SpanID, pdServer.ParentSpanID, gwClient.SpanID)
 	}
+	// The token fetch at start-up is a trace of its own.
+	var fetch bool
+	for _, s := range spans {
+		if s.Service == "public-gateway" && s.Name == "m2m.fetch_token" {
+			fetch = true
+		}
+	}
+	if !fetch {
+		t.Errorf("no m2m.fetch_token span from the gateway: %+v", spans)
+	}
 	for _, p := range []*proc{o.gw, o.pd} {
 		found := false
 		sc := bufio.NewScanner(strings.NewReader(p.out.String()))

@@ -24,18 +24,23 @@ func gauge(d *prometheus.Desc, v float64, labels ...string) prometheus.Metric {
 type TokenStatser interface{ Stats() m2m.Stats }
 
 type tokenCollector struct {
-	src                    TokenStatser
-	fetches, waits, expiry *prometheus.Desc
+	src                                             TokenStatser
+	fetches, renewals, invalidations, waits, expiry *prometheus.Desc
 }
 
 // TokenSourceCollector exports an M2M token source: token requests by
-// outcome, callers that had to wait, and the seconds until the current
-// token expires.
+// outcome (ok, transient: retried with backoff, permanent: refused),
+// renewals, invalidations, callers that had to wait, and the seconds until
+// the current token expires.
 func TokenSourceCollector(src TokenStatser) prometheus.Collector {
 	return &tokenCollector{
 		src: src,
 		fetches: prometheus.NewDesc("m2m_token_fetches_total",
-			"Token requests sent to the token endpoint, by outcome.", []string{"outcome"}, nil),
+			"Token requests sent to the token endpoint, by outcome: ok, transient (network, 5xx, 429: retried with backoff), permanent (refused, e.g. invalid_client).", []string{"outcome"}, nil),
+		renewals: prometheus.NewDesc("m2m_token_renewals_total",
+			"Tokens that replaced one still usable (routine background renewal).", nil, nil),
+		invalidations: prometheus.NewDesc("m2m_token_invalidations_total",
+			"Tokens dropped because the resource server refused them (401).", nil, nil),
 		waits: prometheus.NewDesc("m2m_token_waits_total",
 			"Token calls that found no usable token and had to wait for a fetch (or fail).", nil, nil),
 		expiry: prometheus.NewDesc("m2m_token_expiry_seconds",
@@ -45,15 +50,19 @@ func TokenSourceCollector(src TokenStatser) prometheus.Collector {
 
 func (c *tokenCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.fetches
+	ch <- c.renewals
+	ch <- c.invalidations
 	ch <- c.waits
 	ch <- c.expiry
 }
 
 func (c *tokenCollector) Collect(ch chan<- prometheus.Metric) {
 	s := c.src.Stats()
-	ok := s.Fetches - min(s.Failures, s.Fetches)
-	ch <- counter(c.fetches, ok, "ok")
-	ch <- counter(c.fetches, s.Failures, "error")
+	ch <- counter(c.fetches, s.FetchesOK, "ok")
+	ch <- counter(c.fetches, s.FetchesTransient, "transient")
+	ch <- counter(c.fetches, s.FetchesPermanent, "permanent")
+	ch <- counter(c.renewals, s.Renewals)
+	ch <- counter(c.invalidations, s.Invalidations)
 	ch <- counter(c.waits, s.Waits)
 	ch <- gauge(c.expiry, s.Remaining.Seconds())
 }

@@ -285,40 +285,59 @@ func TestAdminListenerServesMetrics(t *testing.T) {
 
 func TestTokenSourceSeries(t *testing.T) {
 	const secret = "s3cr3t-client-secret"
-	var fail atomic.Bool
+	var mode atomic.Value // "ok", "short", "500", "401"
+	mode.Store("ok")
+	var seq atomic.Int64
 	idp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		if fail.Load() {
+		switch mode.Load() {
+		case "500":
+			w.WriteHeader(http.StatusInternalServerError)
+			io.WriteString(w, `{"error":"server_error"}`)
+		case "401":
 			w.WriteHeader(http.StatusUnauthorized)
 			io.WriteString(w, `{"error":"invalid_client"}`)
-			return
+		case "short":
+			fmt.Fprintf(w, `{"access_token":"tok-abc-%d","token_type":"Bearer","expires_in":2}`, seq.Add(1))
+		default:
+			fmt.Fprintf(w, `{"access_token":"tok-abc-%d","token_type":"Bearer","expires_in":3600}`, seq.Add(1))
 		}
-		io.WriteString(w, `{"access_token":"tok-abc-123","token_type":"Bearer","expires_in":3600}`)
 	}))
 	t.Cleanup(idp.Close)
-	src, err := m2m.New(m2m.Config{TokenURL: idp.URL, ClientID: "c1", ClientSecret: secret, MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
+	newSource := func() *m2m.TokenSource {
+		src, err := m2m.New(m2m.Config{TokenURL: idp.URL, ClientID: "c1", ClientSecret: secret,
+			MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond, RetryInterval: 10 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { src.Close() })
+		return src
 	}
-	t.Cleanup(func() { src.Close() })
+	src := newSource()
 	tel := metricsOn(t)
 	tel.Register(telemetry.TokenSourceCollector(src))
+	fetches := func(fams map[string]*dto.MetricFamily, outcome string) float64 {
+		return value(t, fams, "m2m_token_fetches_total", l("outcome", outcome))
+	}
 
 	fams, _ := scrape(t, tel)
 	if v := value(t, fams, "m2m_token_expiry_seconds", nil); v != 0 {
 		t.Errorf("expiry before any token = %v, want 0", v)
 	}
-	if v := value(t, fams, "m2m_token_fetches_total", l("outcome", "ok")); v != 0 {
-		t.Errorf("fetches ok before any = %v", v)
+	for _, o := range []string{"ok", "transient", "permanent"} {
+		if v := fetches(fams, o); v != 0 {
+			t.Errorf("fetches %s before any = %v", o, v)
+		}
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := src.Token(ctx); err != nil {
+	tok, err := src.Token(ctx)
+	if err != nil {
 		t.Fatal(err)
 	}
 	fams, body := scrape(t, tel)
-	if v := value(t, fams, "m2m_token_fetches_total", l("outcome", "ok")); v != 1 {
+	if v := fetches(fams, "ok"); v != 1 {
 		t.Errorf("fetches ok = %v, want 1", v)
 	}
 	if v := value(t, fams, "m2m_token_expiry_seconds", nil); v < 3500 || v > 3600 {
@@ -327,32 +346,66 @@ func TestTokenSourceSeries(t *testing.T) {
 	if v := value(t, fams, "m2m_token_waits_total", nil); v != 1 {
 		t.Errorf("waits = %v, want 1 (the first caller waited for the fetch)", v)
 	}
-	for _, s := range []string{secret, "tok-abc-123"} {
+	if v := value(t, fams, "m2m_token_invalidations_total", nil); v != 0 {
+		t.Errorf("invalidations = %v, want 0", v)
+	}
+	for _, s := range []string{secret, tok} {
 		if strings.Contains(body, s) {
 			t.Errorf("/metrics contains %q", s)
 		}
 	}
 
-	// A refused token request counts as a failure.
-	fail.Store(true)
-	bad, err := m2m.New(m2m.Config{TokenURL: idp.URL, ClientID: "c1", ClientSecret: secret, MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond})
-	if err != nil {
+	// A 401 downstream drops the token; the next caller fetches another.
+	src.Invalidate(tok)
+	if _, err := src.Token(ctx); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { bad.Close() })
-	tel2 := metricsOn(t)
-	tel2.Register(telemetry.TokenSourceCollector(bad))
-	sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer scancel()
-	if _, err := bad.Token(sctx); err == nil {
-		t.Fatal("token from a refusing endpoint")
+	fams, _ = scrape(t, tel)
+	if v := value(t, fams, "m2m_token_invalidations_total", nil); v != 1 {
+		t.Errorf("invalidations = %v, want 1", v)
 	}
-	fams, _ = scrape(t, tel2)
-	if v := value(t, fams, "m2m_token_fetches_total", l("outcome", "error")); v < 1 {
-		t.Errorf("failed fetches = %v, want >= 1", v)
+	if v := fetches(fams, "ok"); v != 2 {
+		t.Errorf("fetches ok = %v, want 2", v)
 	}
-	if v := value(t, fams, "m2m_token_fetches_total", l("outcome", "ok")); v != 0 {
-		t.Errorf("ok fetches = %v, want 0", v)
+
+	// Failures by outcome, each on a fresh source: 5xx is transient,
+	// invalid_client permanent.
+	for _, tc := range []struct{ mode, outcome string }{{"500", "transient"}, {"401", "permanent"}} {
+		mode.Store(tc.mode)
+		bad := newSource()
+		tb := metricsOn(t)
+		tb.Register(telemetry.TokenSourceCollector(bad))
+		sctx, scancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		_, err := bad.Token(sctx)
+		scancel()
+		if err == nil {
+			t.Fatalf("%s: got a token", tc.mode)
+		}
+		fams, _ = scrape(t, tb)
+		if v := fetches(fams, tc.outcome); v < 1 {
+			t.Errorf("%s: %s fetches = %v, want >= 1", tc.mode, tc.outcome, v)
+		}
+		if v := fetches(fams, "ok"); v != 0 {
+			t.Errorf("%s: ok fetches = %v, want 0", tc.mode, v)
+		}
+	}
+
+	// Background renewal of short tokens counts renewals.
+	mode.Store("short")
+	short := newSource()
+	ts := metricsOn(t)
+	ts.Register(telemetry.TokenSourceCollector(short))
+	short.Start()
+	deadline := time.Now().Add(10 * time.Second)
+	for short.Stats().Renewals == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no renewal of 2 s tokens within 10 s: %+v", short.Stats())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	fams, _ = scrape(t, ts)
+	if v := value(t, fams, "m2m_token_renewals_total", nil); v < 1 {
+		t.Errorf("renewals = %v, want >= 1", v)
 	}
 }
 
