@@ -32,6 +32,11 @@ type Base struct {
 	// X-Forwarded-For is believed for remote_ip. Empty: the peer address is
 	// logged and no forwarding header is trusted.
 	TrustedProxies []string `envconfig:"TRUSTED_PROXIES"`
+	// MetricsAddr is the admin listener (/metrics, pprof) that the
+	// telemetry package serves; empty turns it off. Never the public port.
+	MetricsAddr string `envconfig:"METRICS_ADDR" default:":9090"`
+	// PProf serves net/http/pprof on the admin listener.
+	PProf bool `envconfig:"PPROF" default:"false"`
 
 	proxies  []netip.Prefix  // parsed TrustedProxies
 	reported map[string]bool // variables Load found wrong
@@ -103,6 +108,16 @@ func (b *Base) check() []error {
 	}
 	if _, err := NewLogger(io.Discard, b.LogFormat, "info"); err != nil {
 		errs = append(errs, errors.New("LOG_FORMAT: not a log format (e.g. json, text)"))
+	}
+	switch {
+	case b.MetricsAddr == "":
+		if b.PProf {
+			errs = append(errs, errors.New("PPROF: needs the admin listener; set METRICS_ADDR (e.g. :9090) or PPROF=false"))
+		}
+	case CheckListenAddr("METRICS_ADDR", b.MetricsAddr) != nil:
+		errs = append(errs, errors.New("METRICS_ADDR: want host:port or :port (e.g. :9090), or empty to turn metrics off"))
+	case b.MetricsAddr == b.ListenAddr:
+		errs = append(errs, errors.New("METRICS_ADDR: must differ from LISTEN_ADDR (e.g. :9090); metrics never share the public port"))
 	}
 	if b.MaxConnections < 0 {
 		errs = append(errs, errors.New("MAX_CONNECTIONS: must not be negative (e.g. 1024; 0 for the default)"))

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/service"
+	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/telemetry"
 	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/wristband"
 	"github.com/wristband-m2m-go/wristband-m2m-go/services/wristband-emulator/internal/idp"
 )
@@ -55,6 +56,13 @@ func run(ctx context.Context, _ []string) error {
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
+	tel, err := telemetry.New(ctx, "wristband-emulator", telemetry.Settings{MetricsAddr: cfg.MetricsAddr, PProf: cfg.PProf}, log)
+	if err != nil {
+		return fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	defer tel.Close() // last: flushes the spans of everything below
+	log = tel.Logger(log)
+
 	p, err := idp.New(idp.Config{
 		Issuer: cfg.Issuer, Clients: clients, Lifetime: cfg.TokenLifetime,
 		AppID: cfg.AppID, TenantID: cfg.TenantID, Key: key, KeyID: cfg.KeyID,
@@ -72,8 +80,12 @@ func run(ctx context.Context, _ []string) error {
 		slog.Bool("key_from_file", cfg.SigningKeyFile != ""))
 
 	e := service.NewEcho(log)
+	tel.Instrument(e, telemetry.Internal)
 	service.TrustProxies(e, cfg.Base)
 	service.Health(e, log)
 	p.Register(e)
+	if err := tel.StartAdmin(); err != nil {
+		return err
+	}
 	return service.Serve(ctx, log, e, cfg.Base)
 }
