@@ -176,7 +176,8 @@ type envVar struct {
 
 // gather lists spec's fields as envconfig itself does (envconfig tag or
 // field name, split_words, ignored, embedded and nested structs). envconfig
-// exports that list only as the data of a usage template (Key, Tags, Field),
+// v1.4.0 (the latest) exports that list only as the data of a usage
+// template (Key, Tags, Field),
 // so a template function collects it.
 func gather(spec any) ([]envVar, error) {
 	var vars []envVar
