@@ -177,8 +177,7 @@ type envVar struct {
 // gather lists spec's fields as envconfig itself does (envconfig tag or
 // field name, split_words, ignored, embedded and nested structs). envconfig
 // v1.4.0 (the latest) exports that list only as the data of a usage
-// template (Key, Tags, Field),
-// so a template function collects it.
+// template (Key, Tags, Field), so a template function collects it.
 func gather(spec any) ([]envVar, error) {
 	var vars []envVar
 	tmpl := template.Must(template.New("").Funcs(template.FuncMap{
