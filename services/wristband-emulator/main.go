@@ -5,8 +5,10 @@ package main
 
 import (
 	"context"
+	"crypto/rsa"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"time"
 
@@ -36,24 +38,8 @@ func main() { service.Main("wristband-emulator", defaultAddr, run) }
 func run(ctx context.Context, _ []string) error {
 	var cfg config
 	log, errs := service.Load(&cfg, defaultAddr)
-	clients, cerr := idp.ParseClients(cfg.Clients)
-	if cerr != nil {
-		// Not cerr's text: this message names CLIENTS_FILE too.
-		errs = append(errs, errors.New("CLIENTS (or CLIENTS_FILE): not a comma-separated list of id:secret pairs (e.g. demo-client:demo-secret,other:s3cret)"))
-	}
-	if cfg.TokenLifetime < time.Second {
-		errs = append(errs, errors.New("TOKEN_LIFETIME: must be at least 1s (e.g. 30m)"))
-	}
-	if cfg.Issuer == "" {
-		errs = append(errs, errors.New("ISSUER: empty (e.g. http://127.0.0.1:6003, the emulator's own base URL)"))
-	} else if _, err := wristband.CheckURL(cfg.Issuer); err != nil {
-		errs = append(errs, fmt.Errorf("ISSUER: %w", err))
-	}
-	key, kerr := idp.LoadOrGenerateKey(cfg.SigningKeyFile)
-	if kerr != nil {
-		errs = append(errs, fmt.Errorf("SIGNING_KEY_FILE: %w", kerr))
-	}
-	if err := errors.Join(errs...); err != nil {
+	clients, key, verrs := cfg.validate()
+	if err := errors.Join(append(errs, verrs...)...); err != nil {
 		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
 	tel, err := telemetry.New(ctx, "wristband-emulator", telemetry.Settings{MetricsAddr: cfg.MetricsAddr, PProf: cfg.PProf}, log)
@@ -88,4 +74,31 @@ func run(ctx context.Context, _ []string) error {
 		return err
 	}
 	return service.Serve(ctx, log, e, cfg.Base)
+}
+
+// validate checks what Load cannot, one message per mistake, none echoing
+// a value or a path.
+func (c config) validate() (map[string]string, *rsa.PrivateKey, []error) {
+	var errs []error
+	clients, err := idp.ParseClients(c.Clients)
+	if err != nil && !c.Reported("CLIENTS") { // an unreadable CLIENTS_FILE is reported already
+		// Not err's text: this message names CLIENTS_FILE too.
+		errs = append(errs, errors.New("CLIENTS (or CLIENTS_FILE): not a comma-separated list of id:secret pairs (e.g. demo-client:demo-secret,other:s3cret)"))
+	}
+	if c.TokenLifetime < time.Second {
+		errs = append(errs, errors.New("TOKEN_LIFETIME: must be at least 1s (e.g. 30m)"))
+	}
+	if c.Issuer == "" {
+		errs = append(errs, errors.New("ISSUER: empty (e.g. http://127.0.0.1:6003, the emulator's own base URL)"))
+	} else if _, err := wristband.CheckURL(c.Issuer); err != nil {
+		errs = append(errs, fmt.Errorf("ISSUER: %w", err))
+	}
+	key, err := idp.LoadOrGenerateKey(c.SigningKeyFile)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		errs = append(errs, errors.New("SIGNING_KEY_FILE: the file does not exist (e.g. /run/secrets/signing_key.pem; unset for a new key at each start)"))
+	case err != nil: // its text names the path
+		errs = append(errs, errors.New("SIGNING_KEY_FILE: not a readable RSA private key in PEM, PKCS#1 or PKCS#8 (e.g. from openssl genpkey -algorithm RSA)"))
+	}
+	return clients, key, errs
 }
