@@ -6,12 +6,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/rsa"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -277,6 +279,7 @@ type event struct {
 	clientID  string // from Basic auth, the form, or the assertion's iss
 	basicAuth bool   // an Authorization: Basic header was sent
 	form      url.Values
+	errBody   string // the OAuth error answer, if any (never holds a secret)
 }
 
 type events struct {
@@ -356,18 +359,29 @@ func (e *events) proxy(target *url.URL) http.Handler {
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 		rp.ServeHTTP(sw, r)
 		ev.status = sw.status
+		ev.errBody = sw.errBody.String()
 		e.add(ev, assertion)
 	})
 }
 
+// statusWriter records the status and, for error answers, the start of
+// the body.
 type statusWriter struct {
 	http.ResponseWriter
-	status int
+	status  int
+	errBody bytes.Buffer
 }
 
 func (s *statusWriter) WriteHeader(code int) {
 	s.status = code
 	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(p []byte) (int, error) {
+	if s.status >= 400 && s.errBody.Len() < 2048 {
+		s.errBody.Write(p[:min(len(p), 2048-s.errBody.Len())])
+	}
+	return s.ResponseWriter.Write(p)
 }
 
 // startHydra runs `hydra serve all --dev` with the in-memory store and JWT
@@ -397,6 +411,25 @@ func startHydra(t testing.TB) *hydra {
 	)
 	waitStatus(t, h.proc, h.direct+"/health/ready", 200, 60*time.Second)
 	waitStatus(t, h.proc, h.admin+"/health/ready", 200, 30*time.Second)
+	// Hydra makes its RSA-4096 signing keys on first use; on a busy
+	// machine that can outlast its 10 s write timeout and cut the first
+	// request short. Make them now, so that no test depends on it.
+	warm := &http.Client{Timeout: 60 * time.Second}
+	for deadline := time.Now().Add(90 * time.Second); ; {
+		resp, err := warm.Get(h.direct + "/.well-known/jwks.json")
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+			err = fmt.Errorf("status %d", resp.StatusCode)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("hydra's key set: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 	return h
 }
 
@@ -469,6 +502,22 @@ func (h *hydra) createKey(t testing.TB, alg, kid string) {
 	t.Helper()
 	h.adminJSON(t, http.MethodPost, "/admin/keys/"+accessTokenKeys,
 		map[string]string{"alg": alg, "kid": kid, "use": "sig"}, http.StatusCreated)
+}
+
+// importRSAKey puts an RSA-2048 signing key made here into Hydra's access
+// token key set (PUT /admin/keys/{set}/{kid}); Hydra signs with it next.
+func (h *hydra) importRSAKey(t testing.TB, kid string) {
+	t.Helper()
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.Precompute()
+	b := func(i *big.Int) string { return base64.RawURLEncoding.EncodeToString(i.Bytes()) }
+	jwk := map[string]string{"kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256",
+		"n": b(k.N), "e": b(big.NewInt(int64(k.E))), "d": b(k.D), "p": b(k.Primes[0]), "q": b(k.Primes[1]),
+		"dp": b(k.Precomputed.Dp), "dq": b(k.Precomputed.Dq), "qi": b(k.Precomputed.Qinv)}
+	h.adminJSON(t, http.MethodPut, "/admin/keys/"+accessTokenKeys+"/"+url.PathEscape(kid), jwk, http.StatusOK)
 }
 
 // token asks Hydra directly (uncounted) for a token with client_secret_basic.

@@ -64,8 +64,8 @@ func TestTroubleshooting(t *testing.T) {
 		gw := startGW(t, h, pd, gwEnv...)
 		if wantHydra != 0 && wantHydra != 200 {
 			ev := waitTokenStatus(t, h, id, since, wantHydra)
-			t.Logf("Hydra answers the token request %d (form %v)", ev.status, ev.form)
-		} else {
+			t.Logf("Hydra answers the token request %d %s (form %v)", ev.status, ev.errBody, ev.form)
+		} else if wantHydra == 200 {
 			gw.ready(t)
 		}
 		g := get(t, gw.url+publicAPI)
@@ -115,7 +115,7 @@ func TestTroubleshooting(t *testing.T) {
 		if g.status != http.StatusServiceUnavailable {
 			t.Errorf("gateway: %d %s; want 503", g.status, g.body)
 		}
-		t.Logf("Hydra %d; gateway %d (Retry-After %q) %s", ev.status, g.status, g.header.Get("Retry-After"), strings.TrimSpace(g.body))
+		t.Logf("Hydra %d %s; gateway %d (Retry-After %q) %s", ev.status, ev.errBody, g.status, g.header.Get("Retry-After"), strings.TrimSpace(g.body))
 		logLines(t, gw.proc, "warn", "error")
 	})
 	t.Run("TOKEN_URL with https for an http server", func(t *testing.T) {
