@@ -87,11 +87,14 @@ func TestScopeAndAudience(t *testing.T) {
 		if wa := r.header.Get("WWW-Authenticate"); !strings.Contains(wa, `scope="`+scope+`"`) {
 			t.Errorf("WWW-Authenticate %q does not name the required scope", wa)
 		}
+		t.Logf("token without the scope: %d %s", r.status, r.header.Get("WWW-Authenticate"))
 	})
 
 	t.Run("a token without the audience: 401 invalid_token", func(t *testing.T) {
 		tok := h.token(t, id, secret, url.Values{"scope": {scope}})
-		wantRefused(t, get(t, pd.url+dataAPI, bearer(tok)...), http.StatusUnauthorized, "invalid_token")
+		r := get(t, pd.url+dataAPI, bearer(tok)...)
+		wantRefused(t, r, http.StatusUnauthorized, "invalid_token")
+		t.Logf("token without the audience: %d %s", r.status, r.header.Get("WWW-Authenticate"))
 	})
 
 	t.Run("a gateway that asks for neither is refused: 502", func(t *testing.T) {
@@ -178,7 +181,9 @@ func TestES256Key(t *testing.T) {
 
 	t.Run("ALGORITHMS=RS256: refused (401), as configured", func(t *testing.T) {
 		pd := startPD(t, h, append(req, "ALGORITHMS=RS256")...)
-		wantRefused(t, get(t, pd.url+dataAPI, bearer(tok)...), http.StatusUnauthorized, "invalid_token")
+		r := get(t, pd.url+dataAPI, bearer(tok)...)
+		wantRefused(t, r, http.StatusUnauthorized, "invalid_token")
+		t.Logf("ES256 token, ALGORITHMS=RS256: %d %s", r.status, r.header.Get("WWW-Authenticate"))
 		gw := startGW(t, h, pd, gwEnv...)
 		gw.ready(t)
 		if r := get(t, gw.url+publicAPI); r.status != http.StatusBadGateway {
@@ -188,7 +193,9 @@ func TestES256Key(t *testing.T) {
 
 	t.Run("ALGORITHMS unset: the default is RS256, so refused", func(t *testing.T) {
 		pd := startPD(t, h, req...)
-		wantRefused(t, get(t, pd.url+dataAPI, bearer(tok)...), http.StatusUnauthorized, "invalid_token")
+		r := get(t, pd.url+dataAPI, bearer(tok)...)
+		wantRefused(t, r, http.StatusUnauthorized, "invalid_token")
+		t.Logf("ES256 token, ALGORITHMS unset: %d %s", r.status, r.header.Get("WWW-Authenticate"))
 	})
 }
 
