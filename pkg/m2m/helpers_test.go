@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/internal/wait"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -110,18 +112,8 @@ func (c *fakeClock) waitTimers(t *testing.T, n int) []time.Duration {
 	return ds
 }
 
-// eventually polls cond. The deadline is generous: it only turns a hang into
-// a failure and never asserts that something was fast.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
+// eventually polls cond until it holds (the one helper all of pkg's tests share).
+var eventually = wait.For
 
 // idp is a fake token endpoint. Each call is answered by reply (the default
 // is a fresh token "tok-<n>" valid for lifetime); it counts calls, checks the

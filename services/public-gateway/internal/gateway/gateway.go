@@ -24,10 +24,6 @@ const (
 	ProtectedPath = "/api/protected/data"
 )
 
-// HeaderServedBy is protected-data's replica name, passed on to callers so
-// that load spreading can be observed.
-const HeaderServedBy = "X-Served-By"
-
 // maxDownstreamBody bounds what the gateway reads from protected-data: its
 // answers are tens of bytes.
 const maxDownstreamBody = 1 << 20
@@ -80,7 +76,7 @@ func New(cfg Config) *Gateway {
 	cfg.Tokens.Attach(api)
 	exposed := []string{echo.HeaderWWWAuthenticate, "Retry-After", "Cache-Control"}
 	if cfg.ExposeServedBy {
-		exposed = append(exposed, HeaderServedBy)
+		exposed = append(exposed, service.HeaderServedBy)
 	}
 	return &Gateway{api: api, forward: mk(), timeout: cfg.Timeout, exposed: exposed, served: cfg.ExposeServedBy, log: cfg.Log}
 }
@@ -105,8 +101,8 @@ func (g *Gateway) public(c echo.Context) error {
 	if err != nil {
 		return g.downstreamError(c, err)
 	}
-	if sb := resp.Header().Get(HeaderServedBy); sb != "" && g.served {
-		c.Response().Header().Set(HeaderServedBy, sb)
+	if sb := resp.Header().Get(service.HeaderServedBy); sb != "" && g.served {
+		c.Response().Header().Set(service.HeaderServedBy, sb)
 	}
 	switch resp.StatusCode() {
 	case http.StatusOK:

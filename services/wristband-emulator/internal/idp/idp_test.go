@@ -1,9 +1,11 @@
 package idp
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -15,6 +17,9 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jws"
 	"github.com/lestrrat-go/jwx/v2/jwt"
+
+	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/service"
+	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/wristband"
 )
 
 var testKey = func() *rsa.PrivateKey {
@@ -41,7 +46,7 @@ func newServer(t *testing.T, now time.Time) (*IdP, *echo.Echo) {
 }
 
 func tokenRequest(e *echo.Echo, body string, mutate func(*http.Request)) *httptest.ResponseRecorder {
-	req := httptest.NewRequest(http.MethodPost, TokenPath, strings.NewReader(body))
+	req := httptest.NewRequest(http.MethodPost, wristband.TokenPath, strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	// RFC 6749 2.3.1: form-encode, then Basic.
 	req.SetBasicAuth(url.QueryEscape("cid"), url.QueryEscape("s3cr:et"))
@@ -77,7 +82,7 @@ func TestTokenEndpointIssuesWristbandShapedTokens(t *testing.T) {
 
 	// Verify against the published JWKS, as a resource server would.
 	jr := httptest.NewRecorder()
-	e.ServeHTTP(jr, httptest.NewRequest(http.MethodGet, JWKSPath, nil))
+	e.ServeHTTP(jr, httptest.NewRequest(http.MethodGet, wristband.JWKSPath, nil))
 	set, err := jwk.Parse(jr.Body.Bytes())
 	if err != nil {
 		t.Fatalf("JWKS: %v", err)
@@ -191,5 +196,49 @@ func TestParseClients(t *testing.T) {
 		if word := strings.Trim(bad, ":,"); word != "" && strings.Contains(err.Error(), word) {
 			t.Errorf("%q: the error echoes the input, which may be a secret", bad)
 		}
+	}
+}
+
+// Token requests log which client asked, failed ones included; an unknown
+// ID is not repeated (it may be a misplaced secret), nor is any secret.
+func TestTokenRequestsLogTheClientID(t *testing.T) {
+	p, err := New(Config{
+		Issuer: "https://acme.us.wristband.dev", Clients: map[string]string{"cid": "s3cr:et"},
+		Lifetime: 30 * time.Minute, AppID: "app", TenantID: "tnt", Key: testKey,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	log, err := service.NewLogger(&logs, "json", "info")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := service.NewEcho(log)
+	p.Register(e)
+	cases := []struct {
+		name   string
+		mutate func(*http.Request)
+		status int
+		logged string
+	}{
+		{"issued", nil, 200, `"client_id":"cid"`},
+		{"wrong secret", func(r *http.Request) { r.SetBasicAuth("cid", "nope-xyzzy") }, 401, `"client_id":"cid"`},
+		{"unknown client", func(r *http.Request) { r.SetBasicAuth("xyzzy-secret-in-id", "s3cr:et") }, 401, `"client_id":"(unknown)"`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			logs.Reset()
+			if rec := tokenRequest(e, "grant_type=client_credentials", tc.mutate); rec.Code != tc.status {
+				t.Fatalf("status %d, want %d", rec.Code, tc.status)
+			}
+			out := logs.String()
+			if !strings.Contains(out, tc.logged) || !strings.Contains(out, fmt.Sprintf(`"status":%d`, tc.status)) {
+				t.Errorf("log %s lacks %s", out, tc.logged)
+			}
+			if strings.Contains(out, "xyzzy") || strings.Contains(out, "s3cr") {
+				t.Errorf("log carries a secret: %s", out)
+			}
+		})
 	}
 }
