@@ -9,7 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
+	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -48,6 +51,9 @@ type config struct {
 	ExposeServedBy bool          `envconfig:"EXPOSE_SERVED_BY"`
 	TokenTimeout   time.Duration `envconfig:"TOKEN_TIMEOUT" default:"10s"`
 	TokenMargin    time.Duration `envconfig:"TOKEN_MARGIN"`
+
+	// Scopes, audience, client authentication method: see tokens.go.
+	TokenEnv
 }
 
 func main() { service.Main("public-gateway", defaultAddr, run) }
@@ -55,7 +61,7 @@ func main() { service.Main("public-gateway", defaultAddr, run) }
 // validate reports every problem with the gateway's own settings at once,
 // each naming its variable, never its value. The secret is checked for
 // presence only.
-func (c config) validate() (wristband.Endpoints, []error) {
+func (c config) validate() (wristband.Endpoints, m2m.Config, []error) {
 	var errs []error
 	ep, err := wristband.Source{VanityDomain: c.VanityDomain, EmulatorURL: c.EmulatorURL, TokenURL: c.TokenURL}.Resolve(wristband.NeedTokenURL)
 	if err != nil {
@@ -64,9 +70,8 @@ func (c config) validate() (wristband.Endpoints, []error) {
 	if strings.TrimSpace(c.ClientID) == "" {
 		errs = append(errs, errors.New("CLIENT_ID: empty; the M2M client's ID from the Wristband dashboard (e.g. demo-client with the emulator)"))
 	}
-	if c.ClientSecret == "" && !c.Reported("CLIENT_SECRET") {
-		errs = append(errs, errors.New("CLIENT_SECRET: empty; set it, or CLIENT_SECRET_FILE to a file holding it (e.g. /run/secrets/client_secret)"))
-	}
+	tc, tokenErrs := c.tokenConfig(c.ClientSecret, c.Reported("CLIENT_SECRET"))
+	errs = append(errs, tokenErrs...)
 	if _, err := wristband.CheckURL(c.ProtectedDataURL); err != nil {
 		errs = append(errs, fmt.Errorf("PROTECTED_DATA_URL: %w", err))
 	}
@@ -86,23 +91,24 @@ func (c config) validate() (wristband.Endpoints, []error) {
 	if c.TokenMargin < 0 {
 		errs = append(errs, errors.New("TOKEN_MARGIN: must not be negative (e.g. 1m; 0 for the default)"))
 	}
-	return ep, errs
+	return ep, tc, errs
 }
 
-func run(ctx context.Context, _ []string) error {
+func run(ctx context.Context, args []string) error {
+	if len(args) > 0 && args[0] == "jwks" {
+		return jwksCommand(os.Stdout)
+	}
 	var cfg config
 	log, errs := service.Load(&cfg, defaultAddr)
-	ep, verrs := cfg.validate()
+	ep, tc, verrs := cfg.validate()
 	if err := errors.Join(append(errs, verrs...)...); err != nil {
 		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
 
-	tokens, err := m2m.New(m2m.Config{
-		TokenURL: ep.TokenURL, ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret,
-		HTTPClient:     &http.Client{Timeout: cfg.TokenTimeout},
-		RequestTimeout: cfg.TokenTimeout,
-		Margin:         cfg.TokenMargin, Logger: log,
-	})
+	tc.TokenURL, tc.ClientID = ep.TokenURL, cfg.ClientID
+	tc.HTTPClient = &http.Client{Timeout: cfg.TokenTimeout}
+	tc.RequestTimeout, tc.Margin, tc.Logger = cfg.TokenTimeout, cfg.TokenMargin, log
+	tokens, err := m2m.New(tc)
 	if err != nil {
 		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
@@ -113,6 +119,8 @@ func run(ctx context.Context, _ []string) error {
 
 	log.Info("public-gateway starting",
 		slog.String("token_url", ep.TokenURL), slog.String("client_id", cfg.ClientID),
+		slog.String("token_auth_method", string(cmp.Or(tc.AuthMethod, m2m.ClientSecretBasic))),
+		slog.Any("token_scopes", tc.Scopes), slog.Any("token_params", slices.Sorted(maps.Keys(tc.EndpointParams))),
 		slog.String("protected_data_url", cfg.ProtectedDataURL))
 
 	// Client-side balancing over every address protected-data's name resolves

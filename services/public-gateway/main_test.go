@@ -21,10 +21,10 @@ func load(t *testing.T, env ...string) (config, []string) {
 	}
 	var cfg config
 	_, errs := service.Load(&cfg, defaultAddr)
-	_, verrs := cfg.validate()
+	_, _, verrs := cfg.validate()
 	var msgs []string
 	for _, e := range append(errs, verrs...) {
-		msgs = append(msgs, e.Error())
+		msgs = append(msgs, strings.Split(e.Error(), "\n")...) // a joined error: one line each
 	}
 	return cfg, msgs
 }
@@ -55,7 +55,7 @@ func TestValidateAcceptsAWorkingConfiguration(t *testing.T) {
 	if cfg.ListenAddr != defaultAddr || cfg.DownstreamTimeout != 5*time.Second || cfg.TokenTimeout != 10*time.Second {
 		t.Errorf("defaults: %+v", cfg)
 	}
-	ep, _ := cfg.validate()
+	ep, _, _ := cfg.validate()
 	if ep.TokenURL != "http://127.0.0.1:6003/api/v1/oauth2/token" {
 		t.Errorf("token URL %q", ep.TokenURL)
 	}
