@@ -204,8 +204,9 @@ const defaultCooldown = 5 * time.Second
 
 // TestKeyRotation: a second and a third signing key, created seconds
 // apart while protected-data is warm, are each accepted on the first
-// request after the unknown-kid refetch cooldown, and the refused
-// requests in between cost at most one JWKS fetch per cooldown.
+// request after the unknown-kid refetch cooldown; the refused requests in
+// between cost at most one JWKS fetch per cooldown, and tokens of the
+// previous key keep passing meanwhile.
 func TestKeyRotation(t *testing.T) {
 	h := startHydra(t)
 	const id, secret = "gw-rotate", "rotate-secret-must-never-be-logged"
@@ -218,6 +219,7 @@ func TestKeyRotation(t *testing.T) {
 	}
 	t.Logf("first key %v accepted; protected-data is warm", tokenHeader(t, tok)["kid"])
 
+	prev := tok // the previous key's token: valid traffic must not notice
 	var fetchGaps []time.Duration
 	// Key 2 made by Hydra (ES256: an RSA-4096 key can take Hydra longer
 	// than its 10 s write timeout on a busy machine); key 3 an RS256 key
@@ -247,6 +249,9 @@ func TestKeyRotation(t *testing.T) {
 			}
 			wantRefused(t, r, http.StatusUnauthorized, "invalid_token")
 			refused = append(refused, r)
+			if v := get(t, pd.url+dataAPI, bearer(prev)...); v.status != 200 {
+				t.Errorf("a token of the previous key got %d %s while the new kid was refused", v.status, v.body)
+			}
 			if time.Now().After(deadline) {
 				t.Fatalf("key %s: still refused %s after its first use", kid, time.Since(first))
 			}
@@ -270,6 +275,7 @@ func TestKeyRotation(t *testing.T) {
 		if n := len(all); n >= 2 {
 			fetchGaps = append(fetchGaps, all[n-1].at.Sub(all[n-2].at))
 		}
+		prev = tok
 		time.Sleep(time.Second) // "seconds apart"
 	}
 	// Measured cooldown: the gap between the two refetches when the third
