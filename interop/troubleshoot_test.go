@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -31,7 +32,7 @@ func TestTroubleshooting(t *testing.T) {
 
 	// pdCase: protected-data misconfigured; the gateway's call and a good
 	// token sent directly show the symptom.
-	pdCase := func(t *testing.T, pdEnv []string, wantDirect, wantGW int, wantErr string) {
+	pdCase := func(t *testing.T, pdEnv []string, wantDirect, wantGW int, wantErr string, wantLog ...string) {
 		t.Helper()
 		var bad *service
 		if wantDirect == http.StatusServiceUnavailable {
@@ -55,6 +56,11 @@ func TestTroubleshooting(t *testing.T) {
 		}
 		t.Logf("gateway answers %d %s", g.status, strings.TrimSpace(g.body))
 		logLines(t, bad.proc, "warn", "error")
+		for _, w := range wantLog {
+			if !strings.Contains(bad.out.String(), w) {
+				t.Errorf("protected-data's log does not show %s", w)
+			}
+		}
 	}
 
 	// gwCase: the gateway misconfigured against the good protected-data.
@@ -83,11 +89,14 @@ func TestTroubleshooting(t *testing.T) {
 		noSecrets(t, gw.proc, secret)
 	}
 
+	// The log names both issuers (not secret): that is what shows the slash.
+	quoted := func(s string) string { b, _ := json.Marshal(strconv.Quote(s)); return string(b[1 : len(b)-1]) }
 	t.Run("issuer with a trailing slash", func(t *testing.T) {
-		pdCase(t, append(pdReq, "ISSUER="+h.url+"/"), 401, 502, "invalid_token")
+		pdCase(t, append(pdReq, "ISSUER="+h.url+"/"), 401, 502, "invalid_token", quoted(h.url+"/"), quoted(h.url))
 	})
 	t.Run("issuer with https for an http issuer", func(t *testing.T) {
-		pdCase(t, append(pdReq, "ISSUER="+strings.Replace(h.url, "http://", "https://", 1)), 401, 502, "invalid_token")
+		https := strings.Replace(h.url, "http://", "https://", 1)
+		pdCase(t, append(pdReq, "ISSUER="+https), 401, 502, "invalid_token", quoted(https), quoted(h.url))
 	})
 	t.Run("JWKS_URL with https for an http server", func(t *testing.T) {
 		pdCase(t, append(pdReq, "JWKS_URL="+strings.Replace(h.jwksURL(), "http://", "https://", 1)), 503, 503, "")
