@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/service"
 	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/wristband"
 	"github.com/wristband-m2m-go/wristband-m2m-go/services/wristband-emulator/internal/idp"
@@ -26,8 +28,13 @@ type config struct {
 	KeyID          string        `envconfig:"KEY_ID"`
 	AppID          string        `envconfig:"APP_ID" default:"emulated-app"`
 	TenantID       string        `envconfig:"TENANT_ID" default:"emulated-tenant"`
-	LogFormat      string        `envconfig:"LOG_FORMAT" default:"json"`
-	LogLevel       string        `envconfig:"LOG_LEVEL" default:"info"`
+	// Token endpoint rate limits (requests per second and burst; 0 = off).
+	RatePerClient  float64 `envconfig:"TOKEN_RATE_PER_CLIENT" default:"20"`
+	BurstPerClient int     `envconfig:"TOKEN_BURST_PER_CLIENT" default:"40"`
+	RatePerSource  float64 `envconfig:"TOKEN_RATE_PER_SOURCE" default:"50"`
+	BurstPerSource int     `envconfig:"TOKEN_BURST_PER_SOURCE" default:"100"`
+	LogFormat      string  `envconfig:"LOG_FORMAT" default:"json"`
+	LogLevel       string  `envconfig:"LOG_LEVEL" default:"info"`
 }
 
 func main() { service.Main("wristband-emulator", defaultAddr, run) }
@@ -47,7 +54,21 @@ func run(ctx context.Context, _ []string) error {
 	} else if _, err := wristband.CheckURL(cfg.Issuer); err != nil {
 		errs = append(errs, fmt.Errorf("ISSUER: %w", err))
 	}
-	key, kerr := idp.LoadOrGenerateKey(cfg.SigningKeyFile)
+	for _, l := range []struct {
+		name string
+		bad  bool
+		ex   string
+	}{
+		{"TOKEN_RATE_PER_CLIENT", cfg.RatePerClient < 0, "20 (per second; 0 = no limit)"},
+		{"TOKEN_BURST_PER_CLIENT", cfg.BurstPerClient < 0 || (cfg.RatePerClient > 0 && cfg.BurstPerClient == 0), "40"},
+		{"TOKEN_RATE_PER_SOURCE", cfg.RatePerSource < 0, "50 (per second; 0 = no limit)"},
+		{"TOKEN_BURST_PER_SOURCE", cfg.BurstPerSource < 0 || (cfg.RatePerSource > 0 && cfg.BurstPerSource == 0), "100"},
+	} {
+		if l.bad {
+			errs = append(errs, fmt.Errorf("%s must be positive when its limit is on, e.g. %s", l.name, l.ex))
+		}
+	}
+	key, created, kerr := idp.LoadOrGenerateKey(cfg.SigningKeyFile)
 	if kerr != nil {
 		errs = append(errs, fmt.Errorf("SIGNING_KEY_FILE: %w", kerr))
 	}
@@ -57,6 +78,10 @@ func run(ctx context.Context, _ []string) error {
 	p, err := idp.New(idp.Config{
 		Issuer: cfg.Issuer, Clients: clients, Lifetime: cfg.TokenLifetime,
 		AppID: cfg.AppID, TenantID: cfg.TenantID, Key: key, KeyID: cfg.KeyID,
+		Limits: idp.Limits{
+			PerClient: rate.Limit(cfg.RatePerClient), PerClientBurst: cfg.BurstPerClient,
+			PerSource: rate.Limit(cfg.RatePerSource), PerSourceBurst: cfg.BurstPerSource,
+		},
 	})
 	if err != nil {
 		return fmt.Errorf("invalid configuration:\n%w", err)
@@ -68,7 +93,10 @@ func run(ctx context.Context, _ []string) error {
 	log.Info("wristband-emulator starting",
 		slog.String("issuer", cfg.Issuer), slog.Any("client_ids", ids),
 		slog.String("token_lifetime", cfg.TokenLifetime.String()), slog.String("kid", p.KeyID()),
-		slog.Bool("key_from_file", cfg.SigningKeyFile != ""))
+		slog.Bool("key_from_file", cfg.SigningKeyFile != "" && !created))
+	if created {
+		log.Info("generated a signing key and saved it; later starts reuse it", slog.String("signing_key_file", cfg.SigningKeyFile))
+	}
 
 	e := service.NewEcho(log)
 	service.Health(e, log)

@@ -16,10 +16,13 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
+	"log/slog"
 	"mime"
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -29,6 +32,8 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jws"
 	"github.com/lestrrat-go/jwx/v2/jwt"
+
+	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/service"
 )
 
 // Paths, as on Wristband.
@@ -47,6 +52,8 @@ type Config struct {
 	Key      *rsa.PrivateKey
 	KeyID    string // empty: derived from the key (RFC 7638 thumbprint)
 	Now      func() time.Time
+	// Limits of the token endpoint; the zero value means no limit.
+	Limits Limits
 }
 
 // IdP serves the two endpoints.
@@ -55,6 +62,9 @@ type IdP struct {
 	signKey jwk.Key
 	jwks    []byte
 	issued  atomic.Uint64
+	limited atomic.Uint64
+
+	perClient, perSource *limiter
 }
 
 // New checks the config and prepares the signing key and the JWKS document.
@@ -106,7 +116,15 @@ func New(cfg Config) (*IdP, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encoding JWKS: %w", err)
 	}
-	return &IdP{cfg: cfg, signKey: priv, jwks: doc}, nil
+	ids := make([]string, 0, len(cfg.Clients))
+	for id := range cfg.Clients {
+		ids = append(ids, id)
+	}
+	return &IdP{
+		cfg: cfg, signKey: priv, jwks: doc,
+		perClient: newLimiter(cfg.Limits.PerClient, cfg.Limits.PerClientBurst, ids),
+		perSource: newLimiter(cfg.Limits.PerSource, cfg.Limits.PerSourceBurst, nil),
+	}, nil
 }
 
 // KeyID is the kid of the signing key.
@@ -114,6 +132,9 @@ func (p *IdP) KeyID() string { return p.cfg.KeyID }
 
 // Issued counts the tokens issued since start.
 func (p *IdP) Issued() uint64 { return p.issued.Load() }
+
+// Limited counts the token requests refused with 429 since start.
+func (p *IdP) Limited() uint64 { return p.limited.Load() }
 
 // Register adds the endpoints to e.
 func (p *IdP) Register(e *echo.Echo) {
@@ -146,8 +167,35 @@ func (p *IdP) fail(c echo.Context, status int, code, desc string) error {
 // few dozen bytes.
 const maxFormBytes = 8 << 10
 
+// tooMany answers 429 with an honest Retry-After and an RFC 6749-style body
+// (temporarily_unavailable is the registered code closest to "slow down").
+func (p *IdP) tooMany(c echo.Context, wait time.Duration, desc string) error {
+	p.limited.Add(1)
+	ra := retryAfter(wait)
+	c.Response().Header().Set("Retry-After", ra)
+	return p.fail(c, http.StatusTooManyRequests, "temporarily_unavailable", desc+"; retry after "+ra+" s")
+}
+
+// refused notes a failed token request on its access-log line: the
+// client_id as presented (never the secret), so an operator can tell which
+// client is misconfigured or under attack.
+func refused(c echo.Context, clientID, code string) {
+	if len(clientID) > maxLoggedID {
+		clientID = clientID[:maxLoggedID] + "..."
+	}
+	service.AddLogAttrs(c, slog.String("client_id", clientID), slog.String("oauth_error", code))
+}
+
+// maxLoggedID bounds a presented client_id in logs: it is caller input.
+const maxLoggedID = 128
+
 func (p *IdP) token(c echo.Context) error {
 	r := c.Request()
+	now := p.cfg.Now()
+	if wait := p.perSource.wait(sourceIP(r, c.Echo().IPExtractor), now); wait > 0 {
+		refused(c, presentedID(r), "rate_limited")
+		return p.tooMany(c, wait, "too many token requests from this address")
+	}
 	mt, _, err := mime.ParseMediaType(r.Header.Get(echo.HeaderContentType))
 	if err != nil || mt != echo.MIMEApplicationForm {
 		return p.fail(c, http.StatusBadRequest, "invalid_request", "Content-Type must be application/x-www-form-urlencoded")
@@ -163,6 +211,7 @@ func (p *IdP) token(c echo.Context) error {
 	}
 	id, secret, ok := r.BasicAuth()
 	if !ok {
+		refused(c, r.PostForm.Get("client_id"), "invalid_client")
 		return p.fail(c, http.StatusUnauthorized, "invalid_client", "client authentication with HTTP Basic is required")
 	}
 	// RFC 6749 2.3.1: the credentials are form-urlencoded before Basic encoding.
@@ -178,13 +227,22 @@ func (p *IdP) token(c echo.Context) error {
 		want = "\x00unknown-client"
 	}
 	if subtle.ConstantTimeCompare([]byte(secret), []byte(want)) != 1 || !known {
+		refused(c, id, "invalid_client")
 		return p.fail(c, http.StatusUnauthorized, "invalid_client", "client authentication failed")
+	}
+	service.AddLogAttrs(c, slog.String("client_id", id))
+	// Charged only once authenticated: see Limits.PerClient.
+	if wait := p.perClient.wait(id, now); wait > 0 {
+		service.AddLogAttrs(c, slog.String("oauth_error", "rate_limited"))
+		return p.tooMany(c, wait, "too many token requests for this client")
 	}
 	switch gt := r.PostForm.Get("grant_type"); gt {
 	case "":
+		service.AddLogAttrs(c, slog.String("oauth_error", "invalid_request"))
 		return p.fail(c, http.StatusBadRequest, "invalid_request", "grant_type is required")
 	case "client_credentials":
 	default:
+		service.AddLogAttrs(c, slog.String("oauth_error", "unsupported_grant_type"))
 		return p.fail(c, http.StatusBadRequest, "unsupported_grant_type", "only client_credentials is supported for machine-to-machine clients")
 	}
 	tok, err := p.Mint(id)
@@ -257,15 +315,27 @@ func ParseClients(s string) (map[string]string, error) {
 
 // LoadOrGenerateKey reads an RSA private key (PKCS#1 or PKCS#8 PEM) from
 // path, or generates a 2048-bit key when path is empty. A key file lets
-// restarts keep the key, so tokens issued before a restart stay valid.
-func LoadOrGenerateKey(path string) (*rsa.PrivateKey, error) {
+// restarts keep the key, so tokens issued before a restart stay valid and
+// resource servers need no JWKS refetch. When path names a file that does
+// not exist yet, a new key is generated and saved there (PKCS#8 PEM, mode
+// 0600), so a volume is all a deployment needs; created reports that.
+func LoadOrGenerateKey(path string) (key *rsa.PrivateKey, created bool, err error) {
 	if path == "" {
-		return rsa.GenerateKey(rand.Reader, 2048)
+		k, err := rsa.GenerateKey(rand.Reader, 2048)
+		return k, false, err
 	}
 	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("reading signing key: %w", err)
+	if errors.Is(err, fs.ErrNotExist) {
+		return createKey(path)
 	}
+	if err != nil {
+		return nil, false, fmt.Errorf("reading signing key: %w", err)
+	}
+	k, err := parseKey(path, b)
+	return k, false, err
+}
+
+func parseKey(path string, b []byte) (*rsa.PrivateKey, error) {
 	blk, _ := pem.Decode(b)
 	if blk == nil {
 		return nil, fmt.Errorf("signing key %s: no PEM block", path)
@@ -282,6 +352,68 @@ func LoadOrGenerateKey(path string) (*rsa.PrivateKey, error) {
 		return nil, fmt.Errorf("signing key %s: not an RSA key", path)
 	}
 	return rk, nil
+}
+
+// createKey generates a key and publishes it at path without ever exposing
+// a half-written file: written to a temporary file in the same directory,
+// then hard-linked into place, which fails if another replica got there
+// first (its key is then used, so both sign with the same key).
+func createKey(path string) (*rsa.PrivateKey, bool, error) {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return nil, false, fmt.Errorf("generating signing key: %w", err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		return nil, false, fmt.Errorf("encoding signing key: %w", err)
+	}
+	data := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".signing-key-*")
+	if err != nil {
+		return nil, false, fmt.Errorf("signing key %s does not exist and cannot be created: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	// CreateTemp makes the file 0600 already; Chmod states it.
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return nil, false, fmt.Errorf("creating signing key: %w", err)
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return nil, false, fmt.Errorf("writing signing key: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return nil, false, fmt.Errorf("writing signing key: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return nil, false, fmt.Errorf("writing signing key: %w", err)
+	}
+	if err := os.Link(tmp.Name(), path); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			b, rerr := os.ReadFile(path)
+			if rerr != nil {
+				return nil, false, fmt.Errorf("reading signing key: %w", rerr)
+			}
+			k, perr := parseKey(path, b)
+			return k, false, perr
+		}
+		return nil, false, fmt.Errorf("saving signing key to %s: %w", path, err)
+	}
+	return k, true, nil
+}
+
+// presentedID is the client_id a request claims, before anything is parsed
+// or checked (for the log line of a request refused early).
+func presentedID(r *http.Request) string {
+	id, _, ok := r.BasicAuth()
+	if !ok {
+		return ""
+	}
+	if v, err := unescape(id); err == nil {
+		return v
+	}
+	return id
 }
 
 func unescape(s string) (string, error) { return url.QueryUnescape(s) }
