@@ -193,6 +193,42 @@ func eventuallyCount(t *testing.T, p *faultProxy, path string, n int64, timeout 
 	}
 }
 
+// Case: the IdP rate-limits the client (the emulator's own limit: one
+// token per 20 s) and a second gateway instance starts for the same client.
+// Expected: the new gateway answers 503 with a Retry-After that tells the
+// truth, makes no further token request until the IdP's Retry-After has
+// passed, and serves 200 after it; the running gateway is not affected.
+func TestIdPRateLimited(t *testing.T) {
+	s := newSystem(t, opts{emuEnv: []string{"TOKEN_RATE_PER_CLIENT=0.05", "TOKEN_BURST_PER_CLIENT=1"}})
+	ok200(t, get(s.public()))
+	gw2Addr := freeAddr(t)
+	s.idp.resetCounts()
+	gw2 := start(t, "public-gateway", "LISTEN_ADDR="+gw2Addr, "TOKEN_URL="+s.idp.url()+tokenPath,
+		"CLIENT_ID="+clientID, "CLIENT_SECRET="+clientSecret, "PROTECTED_DATA_URL="+s.pdp.url(), "DOWNSTREAM_TIMEOUT=8s")
+	eventuallyCount(t, s.idp, tokenPath, 1, 10*time.Second)
+	public2 := "http://" + gw2Addr + "/api/public/data"
+	tl := runLoad(t, 2*time.Second, 16, 20*time.Millisecond, public2)
+	if tl.byStatus[503] != tl.total() {
+		t.Errorf("a rate-limited gateway must answer 503 at once: %s", tl)
+	}
+	ra := unavailable(t, get(public2))
+	t.Logf("rate-limited: Retry-After %d s, %d token requests so far", ra, s.idp.count(tokenPath))
+	// The IdP asked for about 20 s, of which about 3 have passed: "1" would
+	// send callers back to a gateway that will not have tried again.
+	if ra < 5 {
+		t.Errorf("Retry-After %d s while the IdP's Retry-After is still ~15 s away", ra)
+	}
+	if n := s.idp.count(tokenPath); n > 2 {
+		t.Errorf("%d token requests while the IdP said Retry-After: want 1", n)
+	}
+	ok200(t, get(s.public()))
+	eventually(t, public2, 200, 40*time.Second)
+	if !strings.Contains(s.emu.out.String(), "status=429") {
+		t.Error("the emulator logged no 429")
+	}
+	noSecretInLogs(t, s.logs(gw2))
+}
+
 // Case: JWKS unreachable before protected-data has any key. Expected:
 // protected-data /readyz 503 and 503 with Retry-After to token holders;
 // the gateway passes that on as 503 with Retry-After; 200 once the JWKS
