@@ -143,8 +143,14 @@ func TestIdPErrors(t *testing.T) {
 			s := newSystem(t, opts{idpFault: c.f})
 			eventuallyCount(t, s.idp, tokenPath, 1, 10*time.Second)
 			s.idp.resetCounts()
+			logFrom := len(s.gw.out.String())
 			tl := runLoad(t, 4*time.Second, 32, 20*time.Millisecond, s.public())
 			n := s.idp.count(tokenPath)
+			// The cause is logged once per state change (and at most once a
+			// minute while it lasts), not once per request (issue 8.5).
+			if w := warnings(s.gw.out.String()[logFrom:]); w > 10 {
+				t.Errorf("%d WARN/ERROR lines from the gateway in 4 s of one outage (%d calls): the cause drowns", w, tl.total())
+			}
 			t.Logf("%s: %d calls (%s), %d token requests in 4 s", c.f, tl.total(), tl, n)
 			if tl.byStatus[503] != tl.total() {
 				t.Errorf("want every call 503 at once: %s", tl)
@@ -160,6 +166,11 @@ func TestIdPErrors(t *testing.T) {
 			noSecretInLogs(t, s.logs())
 		})
 	}
+}
+
+// warnings counts WARN and ERROR lines in a text log.
+func warnings(log string) int {
+	return strings.Count(log, " level=WARN ") + strings.Count(log, " level=ERROR ")
 }
 
 // honestRetryAfter checks that a caller who comes back after Retry-After
