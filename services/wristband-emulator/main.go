@@ -54,19 +54,15 @@ func run(ctx context.Context, _ []string) error {
 	} else if _, err := wristband.CheckURL(cfg.Issuer); err != nil {
 		errs = append(errs, fmt.Errorf("ISSUER: %w", err))
 	}
-	for _, l := range []struct {
-		name string
-		bad  bool
-		ex   string
-	}{
-		{"TOKEN_RATE_PER_CLIENT", cfg.RatePerClient < 0, "20 (per second; 0 = no limit)"},
-		{"TOKEN_BURST_PER_CLIENT", cfg.BurstPerClient < 0 || (cfg.RatePerClient > 0 && cfg.BurstPerClient == 0), "40"},
-		{"TOKEN_RATE_PER_SOURCE", cfg.RatePerSource < 0, "50 (per second; 0 = no limit)"},
-		{"TOKEN_BURST_PER_SOURCE", cfg.BurstPerSource < 0 || (cfg.RatePerSource > 0 && cfg.BurstPerSource == 0), "100"},
-	} {
-		if l.bad {
-			errs = append(errs, fmt.Errorf("%s must be positive when its limit is on, e.g. %s", l.name, l.ex))
-		}
+	if cfg.RatePerClient < 0 {
+		errs = append(errs, errors.New("TOKEN_RATE_PER_CLIENT must not be negative (0 = no limit), e.g. 20"))
+	} else if cfg.RatePerClient > 0 && cfg.BurstPerClient < 1 {
+		errs = append(errs, errors.New("TOKEN_BURST_PER_CLIENT must be at least 1 while TOKEN_RATE_PER_CLIENT is on, e.g. 40"))
+	}
+	if cfg.RatePerSource < 0 {
+		errs = append(errs, errors.New("TOKEN_RATE_PER_SOURCE must not be negative (0 = no limit), e.g. 50"))
+	} else if cfg.RatePerSource > 0 && cfg.BurstPerSource < 1 {
+		errs = append(errs, errors.New("TOKEN_BURST_PER_SOURCE must be at least 1 while TOKEN_RATE_PER_SOURCE is on, e.g. 100"))
 	}
 	key, created, kerr := idp.LoadOrGenerateKey(cfg.SigningKeyFile)
 	if kerr != nil {
