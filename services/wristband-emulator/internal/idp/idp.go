@@ -177,23 +177,29 @@ func (p *IdP) tooMany(c echo.Context, wait time.Duration, desc string) error {
 }
 
 // refused notes a failed token request on its access-log line: the
-// client_id as presented (never the secret), so an operator can tell which
-// client is misconfigured or under attack.
-func refused(c echo.Context, clientID, code string) {
-	if len(clientID) > maxLoggedID {
-		clientID = clientID[:maxLoggedID] + "..."
-	}
-	service.AddLogAttrs(c, slog.String("client_id", clientID), slog.String("oauth_error", code))
+// client_id, so an operator can tell which client is misconfigured or under
+// attack, and the error code. An ID that is not registered is written as
+// "(unknown)": it may be a secret pasted into the wrong field. The secret
+// itself is never logged.
+func (p *IdP) refused(c echo.Context, clientID, code string) {
+	service.AddLogAttrs(c, slog.String("client_id", p.loggableID(clientID)), slog.String("oauth_error", code))
 }
 
-// maxLoggedID bounds a presented client_id in logs: it is caller input.
-const maxLoggedID = 128
+func (p *IdP) loggableID(id string) string {
+	switch _, known := p.cfg.Clients[id]; {
+	case id == "":
+		return "(none)"
+	case !known:
+		return "(unknown)"
+	}
+	return id
+}
 
 func (p *IdP) token(c echo.Context) error {
 	r := c.Request()
 	now := p.cfg.Now()
 	if wait := p.perSource.wait(sourceIP(r, c.Echo().IPExtractor), now); wait > 0 {
-		refused(c, presentedID(r), "rate_limited")
+		p.refused(c, presentedID(r), "rate_limited")
 		return p.tooMany(c, wait, "too many token requests from this address")
 	}
 	mt, _, err := mime.ParseMediaType(r.Header.Get(echo.HeaderContentType))
@@ -211,7 +217,7 @@ func (p *IdP) token(c echo.Context) error {
 	}
 	id, secret, ok := r.BasicAuth()
 	if !ok {
-		refused(c, r.PostForm.Get("client_id"), "invalid_client")
+		p.refused(c, r.PostForm.Get("client_id"), "invalid_client")
 		return p.fail(c, http.StatusUnauthorized, "invalid_client", "client authentication with HTTP Basic is required")
 	}
 	// RFC 6749 2.3.1: the credentials are form-urlencoded before Basic encoding.
@@ -227,7 +233,7 @@ func (p *IdP) token(c echo.Context) error {
 		want = "\x00unknown-client"
 	}
 	if subtle.ConstantTimeCompare([]byte(secret), []byte(want)) != 1 || !known {
-		refused(c, id, "invalid_client")
+		p.refused(c, id, "invalid_client")
 		return p.fail(c, http.StatusUnauthorized, "invalid_client", "client authentication failed")
 	}
 	service.AddLogAttrs(c, slog.String("client_id", id))
