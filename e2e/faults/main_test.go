@@ -129,6 +129,15 @@ func (p *proc) stop(t testing.TB) {
 	}
 }
 
+func (p *proc) alive() bool {
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
 // rssKiB reads the process's resident set size from /proc.
 func (p *proc) rssKiB(t testing.TB) int {
 	t.Helper()
@@ -149,14 +158,21 @@ func (p *proc) rssKiB(t testing.TB) int {
 	return 0
 }
 
-func freeAddr(t testing.TB) string {
+// freeAddrs returns n distinct free loopback addresses. The listeners are
+// held until all are chosen: closing each at once lets the kernel hand the
+// same port out twice.
+func freeAddrs(t testing.TB, n int) []string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	var addrs []string
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		addrs = append(addrs, ln.Addr().String())
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addrs
 }
 
 // callTimeout bounds every call a test makes. The gateway's
@@ -285,15 +301,20 @@ func newSystem(t testing.TB, o opts) *system {
 	if o.lifetime == 0 {
 		o.lifetime = 30 * time.Minute
 	}
-	s := &system{emuAddr: freeAddr(t), pdAddr: freeAddr(t), gwAddr: freeAddr(t)}
+	s := &system{}
+	// Proxies first: they hold their ports, so the services' addresses
+	// chosen next cannot be one of theirs.
+	s.idp, s.jwks, s.pdp = newFaultProxy(t), newFaultProxy(t), newFaultProxy(t)
+	a := freeAddrs(t, 3)
+	s.emuAddr, s.pdAddr, s.gwAddr = a[0], a[1], a[2]
+	s.idp.target(s.emuAddr)
+	s.jwks.target(s.emuAddr)
+	s.pdp.target(s.pdAddr)
 	s.emuEnv = append([]string{
 		"LISTEN_ADDR=" + s.emuAddr, "ISSUER=" + s.emuURL(),
 		"CLIENTS=" + clientID + ":" + clientSecret, "TOKEN_LIFETIME=" + o.lifetime.String(),
 		"SIGNING_KEY_FILE=" + writeKey(t), "KEY_ID=faults-key-1",
 	}, o.emuEnv...)
-	s.idp = newFaultProxy(t, s.emuAddr)
-	s.jwks = newFaultProxy(t, s.emuAddr)
-	s.pdp = newFaultProxy(t, s.pdAddr)
 	s.idp.set(o.idpFault)
 	s.jwks.set(o.jwksFault)
 	s.startEmulator(t)
@@ -316,6 +337,11 @@ func newSystem(t testing.TB, o opts) *system {
 	}
 	if o.idpFault == pass {
 		eventually(t, s.gwURL()+"/readyz", 200, 30*time.Second)
+	}
+	for _, p := range []*proc{s.emu, s.pd, s.gw} {
+		if !p.alive() {
+			t.Fatalf("%s exited at start: %v\n%s", p.name, p.err, p.out.String())
+		}
 	}
 	return s
 }

@@ -39,25 +39,27 @@ func (f fault) String() string {
 // service and what it calls. It listens on a fixed address for its whole
 // life, so "down" and back "up" is what a restarted dependency looks like.
 type faultProxy struct {
-	t      testing.TB
-	addr   string
-	rp     *httputil.ReverseProxy
-	tr     *http.Transport
-	f      atomic.Int32
-	delay  atomic.Int64
-	counts sync.Map // path -> *atomic.Int64, requests that reached the proxy
+	t     testing.TB
+	addr  string
+	rp    *httputil.ReverseProxy
+	tr    *http.Transport
+	f     atomic.Int32
+	delay atomic.Int64
+	// upstream is host:port of what the proxy stands in front of.
+	upstream atomic.Pointer[string]
+	counts   sync.Map // path -> *atomic.Int64, requests that reached the proxy
 
 	mu  sync.Mutex
 	srv *http.Server
 }
 
-func newFaultProxy(t testing.TB, target string) *faultProxy {
+// newFaultProxy listens at once; target says where it forwards to.
+func newFaultProxy(t testing.TB) *faultProxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	u := &url.URL{Scheme: "http", Host: target}
 	p := &faultProxy{t: t, addr: ln.Addr().String()}
 	p.tr = &http.Transport{
 		DialContext:           (&net.Dialer{Timeout: 2 * time.Second}).DialContext,
@@ -65,7 +67,10 @@ func newFaultProxy(t testing.TB, target string) *faultProxy {
 		MaxIdleConnsPerHost:   128,
 	}
 	p.rp = &httputil.ReverseProxy{
-		Rewrite:   func(r *httputil.ProxyRequest) { r.SetURL(u); r.Out.Host = r.In.Host },
+		Rewrite: func(r *httputil.ProxyRequest) {
+			r.SetURL(&url.URL{Scheme: "http", Host: *p.upstream.Load()})
+			r.Out.Host = r.In.Host
+		},
 		Transport: p.tr,
 		ErrorLog:  log.New(io.Discard, "", 0),
 		// What a proxy in front of a dead upstream answers.
@@ -82,6 +87,8 @@ func newFaultProxy(t testing.TB, target string) *faultProxy {
 	})
 	return p
 }
+
+func (p *faultProxy) target(hostport string) { p.upstream.Store(&hostport) }
 
 func (p *faultProxy) url() string { return "http://" + p.addr }
 
