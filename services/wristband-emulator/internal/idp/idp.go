@@ -34,12 +34,7 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwt"
 
 	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/service"
-)
-
-// Paths, as on Wristband.
-const (
-	TokenPath = "/api/v1/oauth2/token"
-	JWKSPath  = "/api/v1/oauth2/jwks"
+	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/wristband"
 )
 
 // Config of the emulated application.
@@ -138,19 +133,15 @@ func (p *IdP) Limited() uint64 { return p.limited.Load() }
 
 // Register adds the endpoints to e.
 func (p *IdP) Register(e *echo.Echo) {
-	e.POST(TokenPath, p.token)
-	e.GET(JWKSPath, p.jwksHandler)
+	// The paths are Wristband's own, from the one place that defines them.
+	e.POST(wristband.TokenPath, p.token)
+	e.GET(wristband.JWKSPath, p.jwksHandler)
 }
 
 type tokenResponse struct {
 	AccessToken string `json:"access_token"`
 	TokenType   string `json:"token_type"`
 	ExpiresIn   int64  `json:"expires_in"`
-}
-
-type oauthError struct {
-	Error       string `json:"error"`
-	Description string `json:"error_description"`
 }
 
 func (p *IdP) fail(c echo.Context, status int, code, desc string) error {
@@ -160,7 +151,7 @@ func (p *IdP) fail(c echo.Context, status int, code, desc string) error {
 	if status == http.StatusUnauthorized {
 		h.Set("WWW-Authenticate", `Basic realm="wristband-emulator"`)
 	}
-	return c.JSON(status, oauthError{Error: code, Description: desc})
+	return c.JSON(status, service.ErrorBody{Error: code, Description: desc})
 }
 
 // maxFormBytes bounds the token request body: a client-credentials form is a
