@@ -241,8 +241,9 @@ func TestIdPRateLimited(t *testing.T) {
 	}
 	ok200(t, get(s.public()))
 	eventually(t, public2, 200, 40*time.Second)
-	if !strings.Contains(s.emu.out.String(), "status=429") {
-		t.Error("the emulator logged no 429")
+	// The emulator's access line names the refused client (issue 11.4).
+	if !strings.Contains(s.emu.out.String(), "status=429") || !strings.Contains(s.emu.out.String(), "client_id="+clientID+" oauth_error=rate_limited") {
+		t.Error("the emulator logged no 429 naming the client")
 	}
 	noSecretInLogs(t, s.logs(gw2))
 }
