@@ -65,7 +65,7 @@ func run(ctx context.Context, _ []string) error {
 	} else if cfg.RatePerSource > 0 && cfg.BurstPerSource < 1 {
 		errs = append(errs, errors.New("TOKEN_BURST_PER_SOURCE: must be at least 1 while TOKEN_RATE_PER_SOURCE is on (e.g. 100)"))
 	}
-	key, created, kerr := idp.LoadOrGenerateKey(cfg.SigningKeyFile)
+	key, kerr := idp.LoadOrGenerateKey(cfg.SigningKeyFile)
 	if kerr != nil {
 		errs = append(errs, fmt.Errorf("SIGNING_KEY_FILE: %w", kerr))
 	}
@@ -90,10 +90,7 @@ func run(ctx context.Context, _ []string) error {
 	log.Info("wristband-emulator starting",
 		slog.String("issuer", cfg.Issuer), slog.Any("client_ids", ids),
 		slog.String("token_lifetime", cfg.TokenLifetime.String()), slog.String("kid", p.KeyID()),
-		slog.Bool("key_from_file", cfg.SigningKeyFile != "" && !created))
-	if created {
-		log.Info("generated a signing key and saved it; later starts reuse it", slog.String("signing_key_file", cfg.SigningKeyFile))
-	}
+		slog.Bool("key_from_file", cfg.SigningKeyFile != ""))
 
 	e := service.NewEcho(log)
 	service.TrustProxies(e, cfg.Base)

@@ -16,7 +16,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"mime"
 	"net/http"
@@ -186,6 +185,19 @@ func (p *IdP) loggableID(id string) string {
 	return id
 }
 
+// presentedID is the client_id a request claims, before anything is parsed
+// or checked (for the log line of a request refused early).
+func presentedID(r *http.Request) string {
+	id, _, ok := r.BasicAuth()
+	if !ok {
+		return ""
+	}
+	if v, err := unescape(id); err == nil {
+		return v
+	}
+	return id
+}
+
 func (p *IdP) token(c echo.Context) error {
 	r := c.Request()
 	now := p.cfg.Now()
@@ -313,26 +325,23 @@ func ParseClients(s string) (map[string]string, error) {
 // LoadOrGenerateKey reads an RSA private key (PKCS#1 or PKCS#8 PEM) from
 // path, or generates a 2048-bit key when path is empty. A key file lets
 // restarts keep the key, so tokens issued before a restart stay valid and
-// resource servers need no JWKS refetch. When path names a file that does
-// not exist yet, a new key is generated and saved there (PKCS#8 PEM, mode
-// 0600), so a volume is all a deployment needs; created reports that.
-func LoadOrGenerateKey(path string) (key *rsa.PrivateKey, created bool, err error) {
+// the kid never changes. A missing file is created (mode 0600) with a new
+// key, so that a deployment needs only a writable volume, not a key of its
+// own: the first start creates it, every later start reuses it.
+func LoadOrGenerateKey(path string) (*rsa.PrivateKey, error) {
 	if path == "" {
-		k, err := rsa.GenerateKey(rand.Reader, 2048)
-		return k, false, err
+		return rsa.GenerateKey(rand.Reader, 2048)
 	}
 	b, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return createKey(path)
+	if errors.Is(err, os.ErrNotExist) {
+		if err := createKeyFile(path); err != nil {
+			return nil, err
+		}
+		b, err = os.ReadFile(path)
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("reading signing key: %w", err)
+		return nil, fmt.Errorf("reading signing key: %w", err)
 	}
-	k, err := parseKey(path, b)
-	return k, false, err
-}
-
-func parseKey(path string, b []byte) (*rsa.PrivateKey, error) {
 	blk, _ := pem.Decode(b)
 	if blk == nil {
 		return nil, fmt.Errorf("signing key %s: no PEM block", path)
@@ -351,66 +360,47 @@ func parseKey(path string, b []byte) (*rsa.PrivateKey, error) {
 	return rk, nil
 }
 
-// createKey generates a key and publishes it at path without ever exposing
-// a half-written file: written to a temporary file in the same directory,
-// then hard-linked into place, which fails if another replica got there
-// first (its key is then used, so both sign with the same key).
-func createKey(path string) (*rsa.PrivateKey, bool, error) {
+// createKeyFile writes a new PKCS#8 PEM key to path. The key is written to a
+// temporary file first and then linked into place, so that a reader never
+// sees half a key and two emulators starting at once on one volume end up
+// with the same key (the loser of the link race reads the winner's).
+func createKeyFile(path string) error {
 	k, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
-		return nil, false, fmt.Errorf("generating signing key: %w", err)
+		return fmt.Errorf("generating signing key: %w", err)
 	}
 	der, err := x509.MarshalPKCS8PrivateKey(k)
 	if err != nil {
-		return nil, false, fmt.Errorf("encoding signing key: %w", err)
+		return fmt.Errorf("encoding signing key: %w", err)
 	}
-	data := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".signing-key-*")
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	tmp, err := os.CreateTemp(dir, "."+base+".tmp*")
 	if err != nil {
-		return nil, false, fmt.Errorf("signing key %s does not exist and cannot be created: %w", path, err)
+		return fmt.Errorf("creating signing key file: %w", err)
 	}
 	defer os.Remove(tmp.Name())
-	// CreateTemp makes the file 0600 already; Chmod states it.
 	if err := tmp.Chmod(0o600); err != nil {
 		tmp.Close()
-		return nil, false, fmt.Errorf("creating signing key: %w", err)
+		return fmt.Errorf("creating signing key file: %w", err)
 	}
-	if _, err := tmp.Write(data); err != nil {
+	if err := pem.Encode(tmp, &pem.Block{Type: "PRIVATE KEY", Bytes: der}); err != nil {
 		tmp.Close()
-		return nil, false, fmt.Errorf("writing signing key: %w", err)
+		return fmt.Errorf("writing signing key file: %w", err)
 	}
 	if err := tmp.Sync(); err != nil {
 		tmp.Close()
-		return nil, false, fmt.Errorf("writing signing key: %w", err)
+		return fmt.Errorf("writing signing key file: %w", err)
 	}
 	if err := tmp.Close(); err != nil {
-		return nil, false, fmt.Errorf("writing signing key: %w", err)
+		return fmt.Errorf("writing signing key file: %w", err)
 	}
-	if err := os.Link(tmp.Name(), path); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			b, rerr := os.ReadFile(path)
-			if rerr != nil {
-				return nil, false, fmt.Errorf("reading signing key: %w", rerr)
-			}
-			k, perr := parseKey(path, b)
-			return k, false, perr
-		}
-		return nil, false, fmt.Errorf("saving signing key to %s: %w", path, err)
+	if err := os.Link(tmp.Name(), path); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("creating signing key file: %w", err)
 	}
-	return k, true, nil
-}
-
-// presentedID is the client_id a request claims, before anything is parsed
-// or checked (for the log line of a request refused early).
-func presentedID(r *http.Request) string {
-	id, _, ok := r.BasicAuth()
-	if !ok {
-		return ""
-	}
-	if v, err := unescape(id); err == nil {
-		return v
-	}
-	return id
+	return nil
 }
 
 func unescape(s string) (string, error) { return url.QueryUnescape(s) }

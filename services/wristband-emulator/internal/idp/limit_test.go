@@ -6,8 +6,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -186,44 +184,5 @@ func TestFailedTokenRequestsLogTheClientIDNeverTheSecret(t *testing.T) {
 		if strings.Contains(buf.String(), secret) {
 			t.Errorf("log carries %q:\n%s", secret, buf.String())
 		}
-	}
-}
-
-func TestSigningKeyFileCreatedWhenMissing(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "key.pem")
-	k1, created, err := LoadOrGenerateKey(path)
-	if err != nil || !created || k1 == nil {
-		t.Fatalf("first start: key %v created %v err %v", k1 != nil, created, err)
-	}
-	st, err := os.Stat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.Mode().Perm() != 0o600 {
-		t.Errorf("key file mode %v, want 0600", st.Mode().Perm())
-	}
-	k2, created, err := LoadOrGenerateKey(path)
-	if err != nil || created {
-		t.Fatalf("second start: created %v err %v", created, err)
-	}
-	if !k1.Equal(k2) {
-		t.Fatal("second start did not reuse the saved key")
-	}
-	entries, _ := os.ReadDir(filepath.Dir(path))
-	if len(entries) != 1 {
-		t.Errorf("temporary files left behind: %v", entries)
-	}
-	// A directory that cannot be written is a clear error, not a panic.
-	if _, _, err := LoadOrGenerateKey(filepath.Join(t.TempDir(), "missing-dir", "key.pem")); err == nil {
-		t.Error("want an error for a key path in a missing directory")
-	}
-	// A file that exists but is not a key is never overwritten.
-	bad := filepath.Join(t.TempDir(), "bad.pem")
-	os.WriteFile(bad, []byte("not a key"), 0o600)
-	if _, _, err := LoadOrGenerateKey(bad); err == nil {
-		t.Error("want an error for a file that is not a key")
-	}
-	if b, _ := os.ReadFile(bad); string(b) != "not a key" {
-		t.Error("an existing file was overwritten")
 	}
 }
