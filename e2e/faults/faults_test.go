@@ -386,7 +386,10 @@ func TestRandomKidFlood(t *testing.T) {
 // IdP never published, under a fresh random kid.
 func forgeRandomKid(t *testing.T, s *system) string {
 	t.Helper()
-	key := floodKey(t)
+	key, err := floodKey()
+	if err != nil {
+		t.Fatal(err)
+	}
 	var kid [8]byte
 	_, _ = rand.Read(kid[:])
 	now := time.Now()
@@ -405,16 +408,5 @@ func forgeRandomKid(t *testing.T, s *system) string {
 	return string(b)
 }
 
-var attackerKey *rsa.PrivateKey
-
-func floodKey(t *testing.T) *rsa.PrivateKey {
-	t.Helper()
-	if attackerKey == nil {
-		k, err := rsa.GenerateKey(rand.Reader, 2048)
-		if err != nil {
-			t.Fatal(err)
-		}
-		attackerKey = k
-	}
-	return attackerKey
-}
+// floodKey is the attacker's one signing key, made once.
+var floodKey = sync.OnceValues(func() (*rsa.PrivateKey, error) { return rsa.GenerateKey(rand.Reader, 2048) })
