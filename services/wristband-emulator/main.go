@@ -12,6 +12,8 @@ import (
 	"log/slog"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/service"
 	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/telemetry"
 	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/wristband"
@@ -31,6 +33,11 @@ type config struct {
 	KeyID          string        `envconfig:"KEY_ID"`
 	AppID          string        `envconfig:"APP_ID" default:"emulated-app"`
 	TenantID       string        `envconfig:"TENANT_ID" default:"emulated-tenant"`
+	// Token endpoint rate limits (requests per second and burst; 0 = off).
+	RatePerClient  float64 `envconfig:"TOKEN_RATE_PER_CLIENT" default:"20"`
+	BurstPerClient int     `envconfig:"TOKEN_BURST_PER_CLIENT" default:"40"`
+	RatePerSource  float64 `envconfig:"TOKEN_RATE_PER_SOURCE" default:"50"`
+	BurstPerSource int     `envconfig:"TOKEN_BURST_PER_SOURCE" default:"100"`
 }
 
 func main() { service.Main("wristband-emulator", defaultAddr, run) }
@@ -52,6 +59,10 @@ func run(ctx context.Context, _ []string) error {
 	p, err := idp.New(idp.Config{
 		Issuer: cfg.Issuer, Clients: clients, Lifetime: cfg.TokenLifetime,
 		AppID: cfg.AppID, TenantID: cfg.TenantID, Key: key, KeyID: cfg.KeyID,
+		Limits: idp.Limits{
+			PerClient: rate.Limit(cfg.RatePerClient), PerClientBurst: cfg.BurstPerClient,
+			PerSource: rate.Limit(cfg.RatePerSource), PerSourceBurst: cfg.BurstPerSource,
+		},
 	})
 	if err != nil {
 		return fmt.Errorf("invalid configuration:\n%w", err)
@@ -93,10 +104,22 @@ func (c config) validate() (map[string]string, *rsa.PrivateKey, []error) {
 	} else if _, err := wristband.CheckURL(c.Issuer); err != nil {
 		errs = append(errs, fmt.Errorf("ISSUER: %w", err))
 	}
+	if c.RatePerClient < 0 {
+		errs = append(errs, errors.New("TOKEN_RATE_PER_CLIENT: must not be negative (e.g. 20 per second; 0 = no limit)"))
+	} else if c.RatePerClient > 0 && c.BurstPerClient < 1 {
+		errs = append(errs, errors.New("TOKEN_BURST_PER_CLIENT: must be at least 1 while TOKEN_RATE_PER_CLIENT is on (e.g. 40)"))
+	}
+	if c.RatePerSource < 0 {
+		errs = append(errs, errors.New("TOKEN_RATE_PER_SOURCE: must not be negative (e.g. 50 per second; 0 = no limit)"))
+	} else if c.RatePerSource > 0 && c.BurstPerSource < 1 {
+		errs = append(errs, errors.New("TOKEN_BURST_PER_SOURCE: must be at least 1 while TOKEN_RATE_PER_SOURCE is on (e.g. 100)"))
+	}
+	// A missing file is created (with a new key), so that a volume alone
+	// keeps the key across restarts; a missing folder is not.
 	key, err := idp.LoadOrGenerateKey(c.SigningKeyFile)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		errs = append(errs, errors.New("SIGNING_KEY_FILE: the file does not exist (e.g. /run/secrets/signing_key.pem; unset for a new key at each start)"))
+		errs = append(errs, errors.New("SIGNING_KEY_FILE: its folder does not exist, so the key cannot be kept there (e.g. /var/lib/emulator/signing_key.pem on a volume; unset for a new key at each start)"))
 	case err != nil: // its text names the path
 		errs = append(errs, errors.New("SIGNING_KEY_FILE: not a readable RSA private key in PEM, PKCS#1 or PKCS#8 (e.g. from openssl genpkey -algorithm RSA)"))
 	}

@@ -104,7 +104,7 @@ func TestValidateReportsEachMistakeOnce(t *testing.T) {
 	}{
 		{"every mistake at once",
 			[]string{"CLIENTS=hunter2", "TOKEN_LIFETIME=500ms", "ISSUER=ftp://hunter2", "SIGNING_KEY_FILE=/nonexistent/hunter2.pem"},
-			[]string{"CLIENTS (or CLIENTS_FILE): not a comma-separated list", "TOKEN_LIFETIME: must be at least 1s", "ISSUER: not an http", "SIGNING_KEY_FILE: the file does not exist"}},
+			[]string{"CLIENTS (or CLIENTS_FILE): not a comma-separated list", "TOKEN_LIFETIME: must be at least 1s", "ISSUER: not an http", "SIGNING_KEY_FILE: its folder does not exist"}},
 		{"empty issuer", []string{key, "ISSUER="}, []string{"ISSUER: empty"}},
 		{"no client at all", []string{key, "CLIENTS= , "}, []string{"CLIENTS (or CLIENTS_FILE):"}},
 		{"unparsable lifetime, reported once", []string{key, "TOKEN_LIFETIME=hunter2"}, []string{"TOKEN_LIFETIME: not a valid duration"}},
