@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -257,12 +258,21 @@ func ParseClients(s string) (map[string]string, error) {
 
 // LoadOrGenerateKey reads an RSA private key (PKCS#1 or PKCS#8 PEM) from
 // path, or generates a 2048-bit key when path is empty. A key file lets
-// restarts keep the key, so tokens issued before a restart stay valid.
+// restarts keep the key, so tokens issued before a restart stay valid and
+// the kid never changes. A missing file is created (mode 0600) with a new
+// key, so that a deployment needs only a writable volume, not a key of its
+// own: the first start creates it, every later start reuses it.
 func LoadOrGenerateKey(path string) (*rsa.PrivateKey, error) {
 	if path == "" {
 		return rsa.GenerateKey(rand.Reader, 2048)
 	}
 	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		if err := createKeyFile(path); err != nil {
+			return nil, err
+		}
+		b, err = os.ReadFile(path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("reading signing key: %w", err)
 	}
@@ -282,6 +292,49 @@ func LoadOrGenerateKey(path string) (*rsa.PrivateKey, error) {
 		return nil, fmt.Errorf("signing key %s: not an RSA key", path)
 	}
 	return rk, nil
+}
+
+// createKeyFile writes a new PKCS#8 PEM key to path. The key is written to a
+// temporary file first and then linked into place, so that a reader never
+// sees half a key and two emulators starting at once on one volume end up
+// with the same key (the loser of the link race reads the winner's).
+func createKeyFile(path string) error {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return fmt.Errorf("generating signing key: %w", err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		return fmt.Errorf("encoding signing key: %w", err)
+	}
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	tmp, err := os.CreateTemp(dir, "."+base+".tmp*")
+	if err != nil {
+		return fmt.Errorf("creating signing key file: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return fmt.Errorf("creating signing key file: %w", err)
+	}
+	if err := pem.Encode(tmp, &pem.Block{Type: "PRIVATE KEY", Bytes: der}); err != nil {
+		tmp.Close()
+		return fmt.Errorf("writing signing key file: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("writing signing key file: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("writing signing key file: %w", err)
+	}
+	if err := os.Link(tmp.Name(), path); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("creating signing key file: %w", err)
+	}
+	return nil
 }
 
 func unescape(s string) (string, error) { return url.QueryUnescape(s) }
