@@ -45,9 +45,9 @@ if [ -f .env ]; then
 fi
 
 export LOG_FORMAT="${LOG_FORMAT:-text}"
-EMU_ADDR=127.0.0.1:6003
+EMU_ADDR="${EMULATOR_ADDR:-127.0.0.1:6003}"
 EMU_URL="http://$EMU_ADDR"
-PD_ADDR=127.0.0.1:6002
+PD_ADDR="${PROTECTED_DATA_ADDR:-127.0.0.1:6002}"
 GW_ADDR="${GATEWAY_ADDR:-127.0.0.1:6001}"
 START_TIMEOUT=${RUN_START_TIMEOUT:-30}
 RUN_DIR=.run
@@ -117,13 +117,15 @@ if [ -n "${RUN_LOCAL_PARENT:-}" ]; then
   start parent-watch bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done' _ "$RUN_LOCAL_PARENT"
 fi
 
-# Every service gets its own admin (metrics) port: three on one host cannot
-# all take the default :9090.
+# Every service gets its own admin (metrics) port on loopback, its own port
+# + 3090 (6001 -> 9091, 6002 -> 9092, 6003 -> 9093): three on one host
+# cannot all take the default :9090.
+metrics_addr() { echo "127.0.0.1:$((${1##*:} + 3090))"; }
 if [ -z "${APPLICATION_VANITY_DOMAIN:-}" ]; then
   echo "run: no APPLICATION_VANITY_DOMAIN: using the local wristband-emulator at $EMU_URL"
   mkdir -p "$RUN_DIR" && chmod 700 "$RUN_DIR"
   export CLIENT_ID="${CLIENT_ID:-demo-client}" CLIENT_SECRET="${CLIENT_SECRET:-demo-secret}"
-  LISTEN_ADDR=$EMU_ADDR ISSUER=$EMU_URL METRICS_ADDR=127.0.0.1:9093 \
+  LISTEN_ADDR=$EMU_ADDR ISSUER=$EMU_URL METRICS_ADDR="$(metrics_addr "$EMU_ADDR")" \
     SIGNING_KEY_FILE="${SIGNING_KEY_FILE:-$RUN_DIR/emulator-signing-key.pem}" \
     CLIENTS="$CLIENT_ID:$CLIENT_SECRET" \
     start wristband-emulator ./bin/wristband-emulator
@@ -133,14 +135,14 @@ fi
 
 # Secure defaults (override in .env or the shell): only the gateway's own
 # client, only access tokens, only machine-to-machine (client) subjects.
-LISTEN_ADDR=$PD_ADDR METRICS_ADDR=127.0.0.1:9092 \
+LISTEN_ADDR=$PD_ADDR METRICS_ADDR="$(metrics_addr "$PD_ADDR")" \
   ALLOWED_CLIENT_IDS="${ALLOWED_CLIENT_IDS-${CLIENT_ID:-}}" \
   REQUIRE_TOKEN_TYPE="${REQUIRE_TOKEN_TYPE-at+JWT}" \
   ALLOWED_SUB_KINDS="${ALLOWED_SUB_KINDS-client}" \
   start protected-data ./bin/protected-data
 wait_ok protected-data "${pids[-1]}" "$PD_ADDR" /readyz
 
-LISTEN_ADDR="$GW_ADDR" METRICS_ADDR=127.0.0.1:9091 PROTECTED_DATA_URL="http://$PD_ADDR" \
+LISTEN_ADDR="$GW_ADDR" METRICS_ADDR="$(metrics_addr "$GW_ADDR")" PROTECTED_DATA_URL="http://$PD_ADDR" \
   start public-gateway ./bin/public-gateway
 wait_ok public-gateway "${pids[-1]}" "$GW_ADDR" /readyz
 

@@ -38,7 +38,11 @@ func main() {
 	wait := flag.Duration("wait", 60*time.Second, "retry the first request for this long (services starting)")
 	timeout := flag.Duration("timeout", 5*time.Second, "per-request timeout")
 	expect := flag.Int("expect", http.StatusOK, "the status every answer must have")
+	body := flag.Bool("body", false, "print one answer's body instead of a load summary (a curl for scratch images)")
 	flag.Parse()
+	if *body {
+		*n = 0
+	}
 	if err := run(*url, *n, *c, *expect, *wait, *timeout); err != nil {
 		fmt.Fprintln(os.Stderr, "probe:", err)
 		os.Exit(1)
@@ -46,8 +50,8 @@ func main() {
 }
 
 func run(url string, n, workers, expect int, wait, timeout time.Duration) error {
-	if url == "" || n <= 0 || workers <= 0 {
-		return fmt.Errorf("need -url, -n > 0, -c > 0")
+	if url == "" || n < 0 || workers <= 0 {
+		return fmt.Errorf("need -url, -n >= 0, -c > 0")
 	}
 	tr, err := lb.NewTransport(lb.Config{ResolveEvery: time.Second})
 	if err != nil {
@@ -56,13 +60,18 @@ func run(url string, n, workers, expect int, wait, timeout time.Duration) error 
 	defer tr.Close()
 	client := &http.Client{Transport: tr, Timeout: timeout}
 
+	var last []byte // the latest body, for -body (n == 0)
 	get := func() (string, error) {
 		resp, err := client.Get(url)
 		if err != nil {
 			return "", err
 		}
 		defer resp.Body.Close()
-		_, _ = io.Copy(io.Discard, resp.Body)
+		if n == 0 {
+			last, _ = io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		} else {
+			_, _ = io.Copy(io.Discard, resp.Body)
+		}
 		if resp.StatusCode != expect {
 			return "", fmt.Errorf("status %d, want %d", resp.StatusCode, expect)
 		}
@@ -79,6 +88,10 @@ func run(url string, n, workers, expect int, wait, timeout time.Duration) error 
 			return fmt.Errorf("no successful answer within %s: %w", wait, err)
 		}
 		time.Sleep(500 * time.Millisecond)
+	}
+	if n == 0 {
+		_, err := os.Stdout.Write(last)
+		return err
 	}
 
 	s := summary{ServedBy: map[string]int64{}, Addrs: map[string]int64{}}
