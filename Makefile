@@ -8,7 +8,7 @@ MODULE_DIRS = $(shell $(GO) list -m -f '{{.Dir}}')
 
 export CGO_ENABLED ?= 0
 
-.PHONY: all build run test test-unit test-e2e lint bench clean
+.PHONY: all build run test lint bench clean
 
 all: build
 
@@ -38,7 +38,7 @@ lint:
 ## throughput against a Go hello-world, all in one run on this machine
 BENCHTIME ?= 3s
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./pkg/m2m ./pkg/jwtauth
+	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./pkg/m2m ./pkg/jwtauth ./bench
 	$(GO) test -run '^$$' -bench Throughput -benchtime $(BENCHTIME) -count=1 ./e2e
 
 clean:
