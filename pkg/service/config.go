@@ -67,7 +67,11 @@ func Load(spec any, format, level *string) (*slog.Logger, []error) {
 	if err := LoadConfig(spec); err != nil {
 		errs = append(errs, err)
 	}
-	log, err := NewLogger(os.Stderr, *format, *level)
+	out, err := logOutput()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	log, err := NewLogger(out, *format, *level)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("LOG_FORMAT/LOG_LEVEL: %w", err))
 		log = NewDiscardLogger()
