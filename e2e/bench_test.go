@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -38,7 +41,9 @@ import (
 // Settings: BENCH_ROUNDS (3), BENCH_CELL (1.5s per cell and round),
 // BENCH_RENEWAL (48s; 0 skips the renewal run), BENCH_LOG (file),
 // BENCH_CLIENT (raw: the wrk-like generator; nethttp: Go's client),
-// BENCH_OUT (results).
+// BENCH_OUT (results), BENCH_VARIANT (e.g. "LOG_FLUSH_INTERVAL=0": a
+// second protected-data + gateway pair with these settings, rows "[B]"),
+// BENCH_PROFILE (a directory: CPU profiles under load, see profile).
 func BenchmarkSystem(b *testing.B) {
 	cfg := benchConfigFromEnv(b)
 	res := &benchResult{cfg: cfg, when: time.Now().UTC(), cpus: runtime.NumCPU(), goVersion: runtime.Version()}
@@ -85,6 +90,7 @@ type benchConfig struct {
 	logDest      string
 	client, out  string
 	renewalConc  int
+	variant      string // BENCH_VARIANT: extra env of a second pd+gw pair
 	renewalToken time.Duration
 }
 
@@ -117,10 +123,19 @@ func benchConfigFromEnv(b *testing.B) benchConfig {
 		c.logDest = v
 	}
 	if v := os.Getenv("BENCH_CLIENT"); v != "" {
-		if v != "raw" && v != "nethttp" {
-			b.Fatalf("BENCH_CLIENT: want raw or nethttp")
+		if v != "raw" && v != "nethttp" && v != "wrk" {
+			b.Fatalf("BENCH_CLIENT: want raw, nethttp or wrk")
+		}
+		if _, err := exec.LookPath("wrk"); v == "wrk" && err != nil {
+			b.Fatalf("BENCH_CLIENT=wrk: wrk is not installed (make bench-wrk installs it)")
 		}
 		c.client = v
+	}
+	c.variant = os.Getenv("BENCH_VARIANT")
+	if c.client == "wrk" {
+		// wrk runs whole seconds and has no warm-up phase.
+		c.warm = 0
+		c.cell = (c.cell + time.Second - 1) / time.Second * time.Second
 	}
 	if v := os.Getenv("BENCH_OUT"); v != "" {
 		c.out = v
@@ -133,6 +148,7 @@ func benchConfigFromEnv(b *testing.B) benchConfig {
 // by this process, or /dev/null.
 type svcProc struct {
 	name, logPath string
+	metricsAddr   string
 	cmd           *exec.Cmd
 	done          chan struct{}
 	err           error
@@ -146,7 +162,11 @@ func launch(b *testing.B, dir, bin, name, dest string, env ...string) *svcProc {
 	// The shipped defaults (JSON, info) are not set here on purpose: the
 	// bench measures what a user gets. METRICS_ADDR is set so that no two
 	// processes contend for the default admin port.
-	p.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "METRICS_ADDR=" + freeAddr(b)}, env...)
+	p.metricsAddr = freeAddr(b)
+	p.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "METRICS_ADDR=" + p.metricsAddr}, env...)
+	if profileDir != "" {
+		p.cmd.Env = append(p.cmd.Env, "PPROF=true")
+	}
 	switch dest {
 	case "file":
 		p.logPath = filepath.Join(dir, name+".log")
@@ -230,6 +250,13 @@ func cpuTime(pid string) time.Duration {
 	}
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
+	if pid == "self" {
+		// Children waited for (wrk runs) count as the load generator; the
+		// services are children too but are not waited for until the end.
+		cut, _ := strconv.ParseInt(f[13], 10, 64)
+		cst, _ := strconv.ParseInt(f[14], 10, 64)
+		ut, st = ut+cut, st+cst
+	}
 	return time.Duration(ut+st) * time.Second / clockTicks
 }
 
@@ -284,12 +311,12 @@ func (c *cellResult) rps() float64 {
 	if c.secs == 0 {
 		return 0
 	}
-	return float64(len(c.tally.samples)) / c.secs
+	return float64(c.tally.requests()) / c.secs
 }
 
 // cpuPerReq is the CPU a process used per request, in µs.
 func (c *cellResult) cpuPerReq(proc string) float64 {
-	n := len(c.tally.samples) + c.tally.errCount()
+	n := c.tally.requests() + c.tally.errCount()
 	if n == 0 {
 		return 0
 	}
@@ -354,6 +381,20 @@ func runMatrix(b *testing.B, cfg benchConfig, res *benchResult) {
 	waitStatus(b, "http://"+pdAddr+"/readyz", 200, 30*time.Second)
 	waitStatus(b, "http://"+gwAddr+"/readyz", 200, 30*time.Second)
 	tok := emulatorToken(b, &system{emuAddr: emuAddr})
+	var pd2, gw2 *svcProc
+	var pd2Addr, gw2Addr string
+	if cfg.variant != "" {
+		// A second protected-data + gateway pair with extra settings, driven
+		// in the same rounds: an A/B comparison free of run-to-run noise.
+		pd2Addr, gw2Addr = freeAddr(b), freeAddr(b)
+		vEnv := strings.Fields(cfg.variant)
+		pd2 = launch(b, dir, "protected-data", "protected-data-B", cfg.logDest, append([]string{"LISTEN_ADDR=" + pd2Addr, "WRISTBAND_EMULATOR_URL=" + emuURL}, vEnv...)...)
+		gw2 = launch(b, dir, "public-gateway", "public-gateway-B", cfg.logDest, append([]string{
+			"LISTEN_ADDR=" + gw2Addr, "WRISTBAND_EMULATOR_URL=" + emuURL,
+			"CLIENT_ID=" + clientID, "CLIENT_SECRET=" + clientSecret, "PROTECTED_DATA_URL=http://" + pd2Addr}, vEnv...)...)
+		waitStatus(b, "http://"+pd2Addr+"/readyz", 200, 30*time.Second)
+		waitStatus(b, "http://"+gw2Addr+"/readyz", 200, 30*time.Second)
+	}
 
 	pub := []byte(publicJSON)
 	prot := []byte(`{"protectedData":"here I am"}`)
@@ -367,17 +408,23 @@ func runMatrix(b *testing.B, cfg benchConfig, res *benchResult) {
 		{target{nProtected, pdAddr, "/api/protected/data", "Bearer " + tok, prot}, []*svcProc{pd}},
 		{target{nPublic, gwAddr, "/api/public/data", "", pub}, []*svcProc{gw, pd}},
 	}
+	if cfg.variant != "" {
+		entries = append(entries,
+			entry{target{nProtected + " [B]", pd2Addr, "/api/protected/data", "Bearer " + tok, prot}, []*svcProc{pd2}},
+			entry{target{nPublic + " [B]", gw2Addr, "/api/public/data", "", pub}, []*svcProc{gw2, pd2}})
+		endpointOrder = append(endpointOrder, nProtected+" [B]", nPublic+" [B]")
+	}
 	for _, conc := range concurrencies {
 		for _, e := range entries {
 			res.cells = append(res.cells, &cellResult{target: e.tg.name, conc: conc, tally: &tally{}, cpu: map[string]time.Duration{}})
 		}
 	}
-	self := strconv.Itoa(os.Getpid())
+	const self = "self"
 	start := time.Now()
 	// One warm-up pass: connection pools, caches, the first token
 	// validations.
 	for _, e := range entries {
-		drive(e.tg, 64, 300*time.Millisecond, 0, start, cfg.client)
+		drive(e.tg, 64, 300*time.Millisecond, 0, start, "raw")
 	}
 	for round := range cfg.rounds {
 		for _, conc := range concurrencies {
@@ -401,8 +448,16 @@ func runMatrix(b *testing.B, cfg benchConfig, res *benchResult) {
 		}
 	}
 	matrixEnd := time.Now()
+	if profileDir != "" {
+		profile(b, entries[3].tg, []*svcProc{gw, pd}, "public")
+		profile(b, entries[2].tg, []*svcProc{pd}, "protected")
+		profile(b, entries[1].tg, []*svcProc{front, back}, "twohop")
+	}
 	for _, c := range res.cells {
 		c.lat = summarise(durations(c.tally.samples))
+		if len(c.tally.wrk) > 0 {
+			c.lat = medianLatencies(c.tally.wrk)
+		}
 		// CPU was measured over warm-up and measurement: scale it to the
 		// measured part.
 		f := cfg.cell.Seconds() / (cfg.cell + cfg.warm).Seconds()
@@ -410,7 +465,11 @@ func runMatrix(b *testing.B, cfg benchConfig, res *benchResult) {
 			c.cpu[k] = time.Duration(float64(v) * f)
 		}
 	}
-	for _, p := range []*svcProc{hello, front, back, emu, pd, gw} {
+	all := []*svcProc{hello, front, back, emu, pd, gw}
+	if pd2 != nil {
+		all = append(all, pd2, gw2)
+	}
+	for _, p := range all {
 		if mb, ok := peakRSSMB(p.pid()); ok {
 			res.rss = append(res.rss, rssRow{p.name, mb})
 		}
@@ -432,9 +491,48 @@ func runMatrix(b *testing.B, cfg benchConfig, res *benchResult) {
 			res.jwksReq++
 		}
 	}
-	for _, p := range []*svcProc{gw, pd, front, back, hello} {
+	for _, p := range all {
 		p.stop(b)
 	}
+}
+
+// profileDir (BENCH_PROFILE) asks for CPU profiles of the real processes
+// under c=64 load, taken after the matrix from their admin listeners
+// (PPROF=true): BENCH_PROFILE=/tmp/prof make bench, then
+// go tool pprof -top /tmp/prof/public-gateway-public.pprof.
+var profileDir = os.Getenv("BENCH_PROFILE")
+
+func profile(b *testing.B, tg target, procs []*svcProc, label string) {
+	if err := os.MkdirAll(profileDir, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	const secs = 8
+	var wg sync.WaitGroup
+	for _, p := range procs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := &http.Client{Timeout: (secs + 10) * time.Second}
+			resp, err := c.Get("http://" + p.metricsAddr + "/debug/pprof/profile?seconds=" + strconv.Itoa(secs))
+			if err != nil {
+				b.Errorf("profile of %s: %v", p.name, err)
+				return
+			}
+			defer resp.Body.Close()
+			f, err := os.Create(filepath.Join(profileDir, p.name+"-"+label+".pprof"))
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			defer f.Close()
+			if _, err := io.Copy(f, resp.Body); err != nil || resp.StatusCode != 200 {
+				b.Errorf("profile of %s: %d %v", p.name, resp.StatusCode, err)
+			}
+		}()
+	}
+	t := drive(tg, 64, 500*time.Millisecond, secs*time.Second, time.Now(), "raw")
+	wg.Wait()
+	fmt.Printf("profile %s: %.0f req/s at c=64 while profiling\n", label, float64(len(t.samples))/secs)
 }
 
 // accessLine is one JSON request line of a service's log.
@@ -507,7 +605,12 @@ func runRenewal(b *testing.B, cfg benchConfig, res *benchResult) {
 
 	tg := target{nPublic, gwAddr, "/api/public/data", "", []byte(publicJSON)}
 	epoch := time.Now()
-	t := drive(tg, cfg.renewalConc, 0, cfg.renewal, epoch, cfg.client)
+	// Always the built-in generator: the windows need every request's time.
+	client := cfg.client
+	if client == "wrk" {
+		client = "raw"
+	}
+	t := drive(tg, cfg.renewalConc, 0, cfg.renewal, epoch, client)
 	end := time.Now()
 	r := &renewalResult{secs: cfg.renewal.Seconds(), requests: len(t.samples), errs: t.errCount(), errKinds: t.errs}
 	for _, p := range []*svcProc{emu, pd, gw} {

@@ -119,8 +119,11 @@ func shortName(n string) string {
 func (r *benchResult) markdown() string {
 	var b strings.Builder
 	gen := "raw keep-alive HTTP/1.1 client in the test process (wrk's method)"
-	if r.cfg.client == "nethttp" {
+	switch r.cfg.client {
+	case "nethttp":
 		gen = "Go net/http client in the test process"
+	case "wrk":
+		gen = "wrk 1 thread (percentiles: median of the rounds; bodies not checked)"
 	}
 	fmt.Fprintf(&b, "`make bench`, %s, %s, %s. Load generator: %s, sharing the CPUs with the servers. "+
 		"Services as shipped (JSON logs at info, one line per request; logs to %s). "+
@@ -141,13 +144,20 @@ func (r *benchResult) markdown() string {
 		}
 	}
 
+	if r.cfg.variant != "" {
+		fmt.Fprintf(&b, "\n[B]: a second protected-data + gateway pair run with `%s`.\n", r.cfg.variant)
+	}
 	b.WriteString("\n| ratio, same run | c=1 | c=16 | c=64 | goal at c=64 |\n|---|---:|---:|---:|---|\n")
-	for _, rr := range [][2]string{{nPublic, nTwoHop}, {nProtected, nHello}, {nTwoHop, nHello}, {nPublic, nHello}} {
+	rows := [][2]string{{nPublic, nTwoHop}, {nProtected, nHello}, {nTwoHop, nHello}, {nPublic, nHello}}
+	if r.cfg.variant != "" {
+		rows = append(rows, [2]string{nPublic + " [B]", nTwoHop}, [2]string{nProtected + " [B]", nHello})
+	}
+	for _, rr := range rows {
 		fmt.Fprintf(&b, "| %s / %s |", rr[0], rr[1])
 		for _, conc := range concurrencies {
 			fmt.Fprintf(&b, " %.2f |", r.ratio(rr[0], rr[1], conc))
 		}
-		if rr[1] == nTwoHop || (rr[0] == nProtected && rr[1] == nHello) {
+		if rr == [2]string{nPublic, nTwoHop} || rr == [2]string{nProtected, nHello} {
 			v := r.ratio(rr[0], rr[1], 64)
 			fmt.Fprintf(&b, " >= %.2f: %s |\n", goalRatio, met(v >= goalRatio))
 		} else {

@@ -8,8 +8,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os/exec"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -127,7 +129,13 @@ type sample struct{ start, dur int64 }
 type tally struct {
 	samples []sample
 	errs    map[string]int // by kind: "status 502", "body", "connection"...
+	// wrk reports counts and percentiles only: extra (requests it made)
+	// and one latencies summary per round.
+	extra int
+	wrk   []latencies
 }
+
+func (t *tally) requests() int { return len(t.samples) + t.extra }
 
 func (t *tally) addErr(kind string) {
 	if t.errs == nil {
@@ -138,6 +146,8 @@ func (t *tally) addErr(kind string) {
 
 func (t *tally) merge(o *tally) {
 	t.samples = append(t.samples, o.samples...)
+	t.extra += o.extra
+	t.wrk = append(t.wrk, o.wrk...)
 	for k, v := range o.errs {
 		if t.errs == nil {
 			t.errs = map[string]int{}
@@ -157,6 +167,9 @@ func (t *tally) errCount() int {
 // drive runs conc closed-loop callers against tg for warm+d and returns what
 // they saw after the warm-up. epoch anchors the sample start times.
 func drive(tg target, conc int, warm, d time.Duration, epoch time.Time, mode string) *tally {
+	if mode == "wrk" {
+		return driveWrk(tg, conc, d)
+	}
 	var mu sync.Mutex
 	total := &tally{}
 	var wg sync.WaitGroup
@@ -304,4 +317,94 @@ func durations(ss []sample) []int64 {
 		d[i] = s.dur
 	}
 	return d
+}
+
+// driveWrk runs wrk (1 thread, like the reference demo's figures) for d,
+// rounded up to whole seconds, and parses its report. wrk checks statuses,
+// not bodies.
+func driveWrk(tg target, conc int, d time.Duration) *tally {
+	t := &tally{}
+	secs := int((d + time.Second - 1) / time.Second)
+	args := []string{"-t1", "-c" + strconv.Itoa(conc), "-d" + strconv.Itoa(secs) + "s", "--latency", "-H", "Accept: application/json"}
+	if tg.auth != "" {
+		args = append(args, "-H", "Authorization: "+tg.auth)
+	}
+	out, err := exec.Command("wrk", append(args, "http://"+tg.addr+tg.path)...).CombinedOutput()
+	if err != nil {
+		t.addErr("wrk: " + err.Error())
+		return t
+	}
+	var l latencies
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 4 && f[0] == "Latency" && !strings.HasSuffix(f[1], "%"):
+			l.max = wrkDuration(f[3])
+		case len(f) == 2 && f[0] == "50%":
+			l.p50 = wrkDuration(f[1])
+		case len(f) == 2 && f[0] == "90%":
+			l.p90 = wrkDuration(f[1])
+		case len(f) == 2 && f[0] == "99%":
+			l.p99 = wrkDuration(f[1])
+		case len(f) >= 3 && f[1] == "requests" && f[2] == "in":
+			n, _ := strconv.Atoi(f[0])
+			t.extra += n
+		case strings.HasPrefix(strings.TrimSpace(line), "Non-2xx or 3xx responses:"):
+			n, _ := strconv.Atoi(f[len(f)-1])
+			for range n {
+				t.addErr("status not 2xx")
+			}
+		case strings.HasPrefix(strings.TrimSpace(line), "Socket errors:"):
+			// "Socket errors: connect 0, read 0, write 0, timeout 0"
+			for i := 2; i+1 < len(f); i += 2 {
+				n, _ := strconv.Atoi(strings.TrimSuffix(f[i+1], ","))
+				for range n {
+					t.addErr("socket " + f[i])
+				}
+			}
+		}
+	}
+	t.wrk = append(t.wrk, l)
+	return t
+}
+
+func wrkDuration(s string) time.Duration {
+	for _, u := range []struct {
+		suffix string
+		unit   time.Duration
+	}{{"us", time.Microsecond}, {"ms", time.Millisecond}, {"s", time.Second}, {"m", time.Minute}} {
+		if v, ok := strings.CutSuffix(s, u.suffix); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				return 0
+			}
+			return time.Duration(f * float64(u.unit))
+		}
+	}
+	return 0
+}
+
+// medianLatencies summarises wrk's per-round reports: the median of each
+// quantile, the largest max.
+func medianLatencies(ls []latencies) latencies {
+	if len(ls) == 0 {
+		return latencies{}
+	}
+	med := func(get func(latencies) time.Duration) time.Duration {
+		v := make([]int64, len(ls))
+		for i, l := range ls {
+			v[i] = int64(get(l))
+		}
+		slices.Sort(v)
+		return time.Duration(v[len(v)/2])
+	}
+	out := latencies{
+		p50: med(func(l latencies) time.Duration { return l.p50 }),
+		p90: med(func(l latencies) time.Duration { return l.p90 }),
+		p99: med(func(l latencies) time.Duration { return l.p99 }),
+	}
+	for _, l := range ls {
+		out.max = max(out.max, l.max)
+	}
+	return out
 }

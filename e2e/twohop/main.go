@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
@@ -50,6 +51,13 @@ func main() {
 		h = front(back + "/api/protected/data")
 	default:
 		fail(errors.New("ROLE must be front or back"))
+	}
+	if os.Getenv("PPROF") == "true" && os.Getenv("METRICS_ADDR") != "" {
+		// For make bench's profiles only (BENCH_PROFILE); a separate
+		// listener, so the yardstick's own path stays bare.
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		go func() { _ = http.ListenAndServe(os.Getenv("METRICS_ADDR"), mux) }()
 	}
 	srv := &http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
