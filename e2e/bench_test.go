@@ -305,6 +305,7 @@ type cellResult struct {
 	secs   float64
 	cpu    map[string]time.Duration // CPU used during the cell, by process
 	lat    latencies
+	rounds []float64 // req/s of each round
 }
 
 func (c *cellResult) rps() float64 {
@@ -403,9 +404,11 @@ func runMatrix(b *testing.B, cfg benchConfig, res *benchResult) {
 		procs []*svcProc
 	}
 	entries := []entry{
+		// In pairs (floor, service): a round's order rotates by pairs, so
+		// the two sides of a ratio always run one after the other.
 		{target{nHello, helloAddr, "/", "", []byte(`{"hello":"world"}`)}, []*svcProc{hello}},
-		{target{nTwoHop, frontAddr, "/api/public/data", "", pub}, []*svcProc{front, back}},
 		{target{nProtected, pdAddr, "/api/protected/data", "Bearer " + tok, prot}, []*svcProc{pd}},
+		{target{nTwoHop, frontAddr, "/api/public/data", "", pub}, []*svcProc{front, back}},
 		{target{nPublic, gwAddr, "/api/public/data", "", pub}, []*svcProc{gw, pd}},
 	}
 	if cfg.variant != "" {
@@ -429,7 +432,7 @@ func runMatrix(b *testing.B, cfg benchConfig, res *benchResult) {
 	for round := range cfg.rounds {
 		for _, conc := range concurrencies {
 			for i := range entries {
-				e := entries[(i+round)%len(entries)]
+				e := entries[(i+2*round)%len(entries)]
 				c := res.cell(e.tg.name, conc)
 				before := map[string]time.Duration{"loadgen": cpuTime(self)}
 				for _, p := range e.procs {
@@ -444,14 +447,15 @@ func runMatrix(b *testing.B, cfg benchConfig, res *benchResult) {
 				}
 				c.tally.merge(t)
 				c.secs += cfg.cell.Seconds()
+				c.rounds = append(c.rounds, float64(t.requests())/cfg.cell.Seconds())
 			}
 		}
 	}
 	matrixEnd := time.Now()
 	if profileDir != "" {
 		profile(b, entries[3].tg, []*svcProc{gw, pd}, "public")
-		profile(b, entries[2].tg, []*svcProc{pd}, "protected")
-		profile(b, entries[1].tg, []*svcProc{front, back}, "twohop")
+		profile(b, entries[1].tg, []*svcProc{pd}, "protected")
+		profile(b, entries[2].tg, []*svcProc{front, back}, "twohop")
 	}
 	for _, c := range res.cells {
 		c.lat = summarise(durations(c.tally.samples))

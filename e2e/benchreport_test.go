@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"image/color"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -47,12 +48,34 @@ func thousands(f float64) string {
 	return b.String()
 }
 
+// ratio is the median over rounds of num's req/s over den's in the same
+// round: a burst of other work on the machine spoils one round's ratio, not
+// the figure. lo and hi are the extreme rounds.
 func (r *benchResult) ratio(num, den string, conc int) float64 {
+	m, _, _ := r.ratioRange(num, den, conc)
+	return m
+}
+
+func (r *benchResult) ratioRange(num, den string, conc int) (med, lo, hi float64) {
 	a, b := r.cell(num, conc), r.cell(den, conc)
-	if a == nil || b == nil || b.rps() == 0 {
-		return 0
+	if a == nil || b == nil || len(a.rounds) != len(b.rounds) || len(a.rounds) == 0 {
+		return 0, 0, 0
 	}
-	return a.rps() / b.rps()
+	v := make([]float64, 0, len(a.rounds))
+	for i := range a.rounds {
+		if b.rounds[i] > 0 {
+			v = append(v, a.rounds[i]/b.rounds[i])
+		}
+	}
+	if len(v) == 0 {
+		return 0, 0, 0
+	}
+	slices.Sort(v)
+	med = v[len(v)/2]
+	if len(v)%2 == 0 {
+		med = (v[len(v)/2-1] + v[len(v)/2]) / 2
+	}
+	return med, v[0], v[len(v)-1]
 }
 
 // cpuRatio is den's total CPU per request over num's: the throughput ratio
@@ -147,6 +170,7 @@ func (r *benchResult) markdown() string {
 	if r.cfg.variant != "" {
 		fmt.Fprintf(&b, "\n[B]: a second protected-data + gateway pair run with `%s`.\n", r.cfg.variant)
 	}
+	b.WriteString("\nRatios: the median over rounds of each round's ratio (the two sides run back to back), with the lowest and highest round in brackets.\n")
 	b.WriteString("\n| ratio, same run | c=1 | c=16 | c=64 | goal at c=64 |\n|---|---:|---:|---:|---|\n")
 	rows := [][2]string{{nPublic, nTwoHop}, {nProtected, nHello}, {nTwoHop, nHello}, {nPublic, nHello}}
 	if r.cfg.variant != "" {
@@ -155,7 +179,8 @@ func (r *benchResult) markdown() string {
 	for _, rr := range rows {
 		fmt.Fprintf(&b, "| %s / %s |", rr[0], rr[1])
 		for _, conc := range concurrencies {
-			fmt.Fprintf(&b, " %.2f |", r.ratio(rr[0], rr[1], conc))
+			m, lo, hi := r.ratioRange(rr[0], rr[1], conc)
+			fmt.Fprintf(&b, " %.2f (%.2f-%.2f) |", m, lo, hi)
 		}
 		if rr == [2]string{nPublic, nTwoHop} || rr == [2]string{nProtected, nHello} {
 			v := r.ratio(rr[0], rr[1], 64)
