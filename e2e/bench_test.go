@@ -536,6 +536,18 @@ func profile(b *testing.B, tg target, procs []*svcProc, label string) {
 	}
 	t := drive(tg, 64, 500*time.Millisecond, secs*time.Second, time.Now(), "raw")
 	wg.Wait()
+	// Allocations since start (mostly this load): what feeds the GC.
+	for _, p := range procs {
+		resp, err := http.Get("http://" + p.metricsAddr + "/debug/pprof/allocs")
+		if err != nil {
+			continue
+		}
+		if f, err := os.Create(filepath.Join(profileDir, p.name+"-"+label+".allocs")); err == nil {
+			_, _ = io.Copy(f, resp.Body)
+			f.Close()
+		}
+		resp.Body.Close()
+	}
 	fmt.Printf("profile %s: %.0f req/s at c=64 while profiling\n", label, float64(len(t.samples))/secs)
 }
 

@@ -57,6 +57,7 @@ func main() {
 		// listener, so the yardstick's own path stays bare.
 		mux := http.NewServeMux()
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.Handle("/debug/pprof/allocs", pprof.Handler("allocs"))
 		go func() { _ = http.ListenAndServe(os.Getenv("METRICS_ADDR"), mux) }()
 	}
 	srv := &http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: 5 * time.Second}

@@ -16,9 +16,11 @@ import (
 // batch instead of one per request, which on a pipe (what a container's
 // stdout is) also spares the log reader a wake-up per line.
 //
-// It never drops a line: when MaxBuffered bytes are waiting (the destination
-// is slower than the service), Write blocks until the batch in flight is
-// written, which is what a synchronous write would have done anyway. A write
+// It never drops a line: when a buffer is full (256 KiB waiting while the
+// previous batch is still being written: the destination is slower than the
+// service), Write blocks until that batch is written, which is what a
+// synchronous write would have done anyway. Two fixed buffers: no garbage
+// per line, bounded memory. A write
 // error of the destination loses that batch; the lines lost are counted
 // (Stats) and the first error is returned by Close.
 //
@@ -56,7 +58,7 @@ type LogWriterStats struct {
 const (
 	DefaultLogFlushInterval = 100 * time.Millisecond
 	defaultLogFlushSize     = 32 << 10
-	defaultLogMaxBuffered   = 1 << 20
+	defaultLogMaxBuffered   = 256 << 10 // per buffer; two buffers
 )
 
 // NewLogWriter starts the flushing goroutine; Close ends it. interval <= 0
@@ -73,8 +75,10 @@ func NewLogWriter(w io.Writer, interval time.Duration) *LogWriter {
 func newLogWriter(w io.Writer, tick <-chan time.Time, stopTick func(), flushSize, max int) *LogWriter {
 	l := &LogWriter{
 		w: w, flushSize: flushSize, max: max,
-		buf:   make([]byte, 0, flushSize*2),
-		spare: make([]byte, 0, flushSize*2),
+		// Both buffers at full size from the start: appends never
+		// reallocate, so batching adds no garbage per line.
+		buf:   make([]byte, 0, max),
+		spare: make([]byte, 0, max),
 		kick:  make(chan struct{}, 1), flushed: make(chan struct{}),
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
@@ -93,7 +97,7 @@ func (l *LogWriter) Write(p []byte) (int, error) {
 		return l.w.Write(p)
 	}
 	waited := false
-	for len(l.buf) > 0 && len(l.buf)+len(p)+l.pending > l.max && !l.closed {
+	for len(l.buf) > 0 && len(l.buf)+len(p) > l.max && !l.closed {
 		if !waited {
 			l.waits.Add(1)
 			waited = true
@@ -147,6 +151,9 @@ func (l *LogWriter) flushOnce() {
 		close(ch)
 		return
 	}
+	if l.spare == nil {
+		l.spare = make([]byte, 0, l.max)
+	}
 	l.buf, l.spare = l.spare[:0], nil
 	l.pending = len(b)
 	l.mu.Unlock()
@@ -161,11 +168,11 @@ func (l *LogWriter) flushOnce() {
 	if err != nil && l.err == nil {
 		l.err = err
 	}
-	// Keep the larger buffer's storage, but not a huge one from a burst.
-	if cap(b) <= 4*l.flushSize {
+	// Reuse the storage, unless one oversized line made it grow.
+	if cap(b) <= l.max {
 		l.spare = b[:0]
 	} else {
-		l.spare = make([]byte, 0, l.flushSize*2)
+		l.spare = make([]byte, 0, l.max)
 	}
 	l.pending = 0
 	ch := l.flushed
