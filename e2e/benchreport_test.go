@@ -212,7 +212,7 @@ func (r *benchResult) markdown() string {
 		fmt.Fprintf(&b, "\nRenewal run: public-gateway at c=%d for %s with %s tokens: %s requests, %d errors; "+
 			"%d token fetches for %d renewals (one every %s), %d refused by protected-data. "+
 			"A renewal window runs from the token request's arrival at the IdP to %s after its answer.\n\n",
-			r.cfg.renewalConc, r.cfg.renewal, r.cfg.renewalToken, thousands(float64(rn.requests)), rn.errs,
+			r.cfg.renewalConc, time.Duration(rn.secs*float64(time.Second)).Round(100*time.Millisecond), r.cfg.renewalToken, thousands(float64(rn.requests)), rn.errs,
 			rn.tokenFetches, rn.renewals, rn.period.Round(10*time.Millisecond), rn.refused, renewalPad)
 		b.WriteString("| public-gateway, c=16 | requests | p50 | p90 | p99 | max |\n|---|---:|---:|---:|---:|---:|\n")
 		fmt.Fprintf(&b, "| during renewal windows | %d | %s | %s | %s | %s |\n", rn.nDuring, ms(rn.during.p50), ms(rn.during.p90), ms(rn.during.p99), ms(rn.during.max))
@@ -322,6 +322,9 @@ func (r *benchResult) barPlot(title, unit string, val func(*cellResult) float64)
 		p.Legend.Add(fmt.Sprintf("c=%d", conc), bars)
 	}
 	p.NominalX(endpointOrder...)
+	// Headroom for the legend above the tallest bar.
+	p.Y.Min = 0
+	p.Y.Max *= 1.3
 	return p, nil
 }
 
@@ -355,7 +358,7 @@ func (r *benchResult) renewalPlot() (*plot.Plot, error) {
 	if err != nil {
 		return nil, err
 	}
-	line.Color = plotutil.Color(0)
+	line.Color = plotutil.Color(2)
 	p.Add(line)
 	p.Legend.Add("p99", line)
 	for i, w := range rn.windows {
@@ -364,7 +367,7 @@ func (r *benchResult) renewalPlot() (*plot.Plot, error) {
 		if err != nil {
 			return nil, err
 		}
-		l.Color = color.RGBA{R: 200, A: 255}
+		l.Color = color.RGBA{R: 150, G: 150, B: 150, A: 255}
 		l.Dashes = []vg.Length{vg.Points(2), vg.Points(2)}
 		p.Add(l)
 		if i == 0 {
@@ -372,5 +375,7 @@ func (r *benchResult) renewalPlot() (*plot.Plot, error) {
 		}
 	}
 	p.Legend.Top = true
+	p.Y.Min = 0
+	p.Y.Max *= 1.2
 	return p, nil
 }

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -170,11 +171,17 @@ func drive(tg target, conc int, warm, d time.Duration, epoch time.Time, mode str
 	if mode == "wrk" {
 		return driveWrk(tg, conc, d)
 	}
+	var until atomic.Int64
+	until.Store(time.Now().Add(warm + d).UnixNano())
+	return driveUntil(tg, conc, warm, &until, epoch, mode)
+}
+
+// driveUntil is drive with an end that the caller may move (to stop early).
+func driveUntil(tg target, conc int, warm time.Duration, until *atomic.Int64, epoch time.Time, mode string) *tally {
 	var mu sync.Mutex
 	total := &tally{}
 	var wg sync.WaitGroup
-	begin := time.Now()
-	from, until := begin.Add(warm), begin.Add(warm+d)
+	from := time.Now().Add(warm)
 	for range conc {
 		wg.Add(1)
 		go func() {
@@ -194,7 +201,7 @@ func drive(tg target, conc int, warm, d time.Duration, epoch time.Time, mode str
 	return total
 }
 
-func rawCaller(tg target, from, until, epoch time.Time, out *tally) {
+func rawCaller(tg target, from time.Time, until *atomic.Int64, epoch time.Time, out *tally) {
 	var rc *rawConn
 	defer func() {
 		if rc != nil {
@@ -203,7 +210,7 @@ func rawCaller(tg target, from, until, epoch time.Time, out *tally) {
 	}()
 	for {
 		t0 := time.Now()
-		if !t0.Before(until) {
+		if t0.UnixNano() >= until.Load() {
 			return
 		}
 		if rc == nil {
@@ -253,12 +260,12 @@ var benchHTTP = &http.Client{
 	Transport: &http.Transport{MaxIdleConns: 256, MaxIdleConnsPerHost: 256, IdleConnTimeout: time.Minute},
 }
 
-func netHTTPCaller(tg target, from, until, epoch time.Time, out *tally) {
+func netHTTPCaller(tg target, from time.Time, until *atomic.Int64, epoch time.Time, out *tally) {
 	url := "http://" + tg.addr + tg.path
 	buf := make([]byte, 0, 512)
 	for {
 		t0 := time.Now()
-		if !t0.Before(until) {
+		if t0.UnixNano() >= until.Load() {
 			return
 		}
 		req, _ := http.NewRequest(http.MethodGet, url, nil)

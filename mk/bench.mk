@@ -10,3 +10,10 @@ PKG_BENCHTIME ?= 300ms
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(PKG_BENCHTIME) -count=1 ./pkg/m2m ./pkg/jwtauth
 	cd e2e && $(GO) test -run '^$$' -bench '^BenchmarkSystem$$' -benchtime 1x -count=1 -timeout 10m .
+
+## bench-wrk: the same run driven by wrk (installs wrk with apt-get if missing), to cross-check the built-in load generator
+bench-wrk:
+	@command -v wrk >/dev/null || { echo "installing wrk"; (apt-get install -y wrk || (apt-get update && apt-get install -y wrk)) >/dev/null; }
+	cd e2e && BENCH_CLIENT=wrk BENCH_OUT=$${BENCH_OUT:-/tmp/m2m-bench-wrk} $(GO) test -run '^$$' -bench '^BenchmarkSystem$$' -benchtime 1x -count=1 -timeout 10m .
+
+.PHONY: bench bench-wrk
