@@ -149,9 +149,9 @@ func (r *benchResult) markdown() string {
 		gen = "wrk 1 thread (percentiles: median of the rounds; bodies not checked)"
 	}
 	fmt.Fprintf(&b, "`make bench`, %s, %s, %s. Load generator: %s, sharing the CPUs with the servers. "+
-		"Services as shipped (JSON logs at info, one line per request; logs to %s). "+
+		"Services as shipped (JSON logs at info, one line per request; logs to %s; %s). "+
 		"%d interleaved rounds of %s per cell.\n\n",
-		r.when.Format("2006-01-02 15:04 UTC"), r.machine, r.goVersion, gen, logDestText(r.cfg.logDest), r.cfg.rounds, r.cfg.cell)
+		r.when.Format("2006-01-02 15:04 UTC"), r.machine, r.goVersion, gen, logDestText(r.cfg.logDest), r.metrics, r.cfg.rounds, r.cfg.cell)
 
 	b.WriteString("| endpoint | c | req/s | p50 | p90 | p99 | max | errors | server CPU µs/req | loadgen CPU µs/req |\n")
 	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---|---:|\n")
