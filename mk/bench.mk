@@ -8,7 +8,7 @@ PKG_BENCHTIME ?= 300ms
 
 ## bench: package benchmarks, then the system vs hello-world and a bare two-hop (table + chart in e2e/results)
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(PKG_BENCHTIME) -count=1 ./pkg/m2m ./pkg/jwtauth
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(PKG_BENCHTIME) -count=1 ./pkg/m2m ./pkg/jwtauth ./bench
 	cd e2e && $(GO) test -run '^$$' -bench '^BenchmarkSystem$$' -benchtime 1x -count=1 -timeout 10m .
 
 ## bench-wrk: the same run driven by wrk (installs wrk with apt-get if missing), to cross-check the built-in load generator

@@ -20,7 +20,7 @@ import (
 const defaultAddr = ":6002"
 
 type config struct {
-	ListenAddr string `envconfig:"LISTEN_ADDR" default:":6002"`
+	service.Base
 
 	// Where the keys and the issuer come from: see wristband.Source.
 	VanityDomain string `envconfig:"APPLICATION_VANITY_DOMAIN"`
@@ -34,33 +34,43 @@ type config struct {
 	Leeway           time.Duration `envconfig:"CLOCK_LEEWAY"`
 	RequiredScopes   []string      `envconfig:"REQUIRED_SCOPES"`
 	AllowedClientIDs []string      `envconfig:"ALLOWED_CLIENT_IDS"`
-
-	LogFormat string `envconfig:"LOG_FORMAT" default:"json"`
-	LogLevel  string `envconfig:"LOG_LEVEL" default:"info"`
+	AllowedSubKinds  []string      `envconfig:"ALLOWED_SUB_KINDS"`                  // Wristband: "client" admits only M2M client tokens
+	RefreshCooldown  time.Duration `envconfig:"JWKS_REFRESH_COOLDOWN" default:"5s"` // least gap between unknown-kid JWKS refetches
 }
 
 func main() { service.Main("protected-data", defaultAddr, run) }
 
-func run(ctx context.Context, _ []string) error {
-	var cfg config
-	log, errs := service.Load(&cfg, &cfg.LogFormat, &cfg.LogLevel)
-	if err := service.CheckListenAddr("LISTEN_ADDR", cfg.ListenAddr); err != nil {
-		errs = append(errs, err)
-	}
+// validate reports every problem with the service's own settings at once,
+// each naming its variable, never its value.
+func (c config) validate() (wristband.Endpoints, []error) {
+	var errs []error
 	ep, err := wristband.Source{
-		VanityDomain: cfg.VanityDomain, EmulatorURL: cfg.EmulatorURL,
-		JWKSURL: cfg.JWKSURL, Issuer: cfg.Issuer,
-	}.Resolve()
+		VanityDomain: c.VanityDomain, EmulatorURL: c.EmulatorURL,
+		JWKSURL: c.JWKSURL, Issuer: c.Issuer,
+	}.Resolve(wristband.NeedJWKSURL, wristband.NeedIssuer)
 	if err != nil {
 		errs = append(errs, err)
 	}
-	if ep.JWKSURL == "" {
-		errs = append(errs, errors.New("no JWKS URL: set APPLICATION_VANITY_DOMAIN (real Wristband), JWKS_URL, or WRISTBAND_EMULATOR_URL"))
+	for _, a := range c.Algorithms {
+		if !jwtauth.SupportedAlgorithm(a) {
+			errs = append(errs, errors.New("ALGORITHMS: only asymmetric JWS algorithms are accepted (e.g. RS256 or RS256,ES256; also RS384/512, PS256/384/512, ES384/512, EdDSA)"))
+			break
+		}
 	}
-	if ep.Issuer == "" {
-		errs = append(errs, errors.New("no issuer: set APPLICATION_VANITY_DOMAIN (real Wristband), ISSUER, or WRISTBAND_EMULATOR_URL"))
+	if c.Leeway > jwtauth.MaxLeeway {
+		errs = append(errs, fmt.Errorf("CLOCK_LEEWAY: more than %s, which would lengthen every token's life rather than absorb clock skew (e.g. 30s; a negative value means none)", jwtauth.MaxLeeway))
 	}
-	if err := errors.Join(errs...); err != nil {
+	if c.RefreshCooldown <= 0 {
+		errs = append(errs, errors.New("JWKS_REFRESH_COOLDOWN: must be a positive duration (e.g. 5s)"))
+	}
+	return ep, errs
+}
+
+func run(ctx context.Context, _ []string) error {
+	var cfg config
+	log, errs := service.Load(&cfg, defaultAddr)
+	ep, verrs := cfg.validate()
+	if err := errors.Join(append(errs, verrs...)...); err != nil {
 		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
 
@@ -68,7 +78,8 @@ func run(ctx context.Context, _ []string) error {
 	v, err := jwtauth.New(ctx, jwtauth.Config{
 		JWKSURL: ep.JWKSURL, Issuer: ep.Issuer, Audience: cfg.Audience,
 		Algorithms: cfg.Algorithms, TokenType: cfg.TokenType, Leeway: cfg.Leeway,
-		Realm: "protected-data", Logger: log,
+		UnknownKIDCooldown: cfg.RefreshCooldown,
+		Realm:              "protected-data", Logger: log,
 	})
 	if err != nil {
 		return fmt.Errorf("invalid configuration:\n%w", err)
@@ -87,8 +98,12 @@ func run(ctx context.Context, _ []string) error {
 	if len(cfg.AllowedClientIDs) > 0 {
 		opts = append(opts, jwtauth.AllowClients(cfg.AllowedClientIDs...))
 	}
+	if len(cfg.AllowedSubKinds) > 0 {
+		opts = append(opts, jwtauth.AllowSubKinds(cfg.AllowedSubKinds...))
+	}
 	e := service.NewEcho(log)
+	service.TrustProxies(e, cfg.Base)
 	service.Health(e, log, service.Check{Name: "jwks", Fn: func(context.Context) error { return v.Ready() }})
 	api.Register(e, v.Middleware(opts...), host)
-	return service.Serve(ctx, log, e, cfg.ListenAddr, service.Timeouts{})
+	return service.Serve(ctx, log, e, cfg.Base)
 }
