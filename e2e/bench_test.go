@@ -340,6 +340,9 @@ type benchResult struct {
 	tokenCalls, jwksReq int
 	renewal             *renewalResult
 	metrics             string
+	// What the services counted during the run, from /metrics (nil
+	// without it).
+	gwCounters, pdCounters map[string]float64
 }
 
 func (r *benchResult) cell(target string, conc int) *cellResult {
@@ -425,6 +428,7 @@ func runMatrix(b *testing.B, cfg benchConfig, res *benchResult) {
 		}
 	}
 	const self = "self"
+	gwBefore, pdBefore := scrape(gw, gwSeries...), scrape(pd, pdSeries...)
 	start := time.Now()
 	// One warm-up pass: connection pools, caches, the first token
 	// validations.
@@ -486,6 +490,8 @@ func runMatrix(b *testing.B, cfg benchConfig, res *benchResult) {
 	if metricsServed(pd) && metricsServed(gw) {
 		res.metrics = "metrics served on each service's METRICS_ADDR"
 	}
+	res.gwCounters = counterDelta(gwBefore, scrape(gw, gwSeries...))
+	res.pdCounters = counterDelta(pdBefore, scrape(pd, pdSeries...))
 	// Stop the emulator first: its log is complete once it has exited.
 	emu.stop(b)
 	lines, err := readAccessLog(emu.logPath)
@@ -559,6 +565,59 @@ func profile(b *testing.B, tg target, procs []*svcProc, label string) {
 	fmt.Printf("profile %s: %.0f req/s at c=64 while profiling\n", label, float64(len(t.samples))/secs)
 }
 
+// scrape sums each named series of p's /metrics over its labels; nil when
+// nothing answers (no admin listener in this build).
+func scrape(p *svcProc, names ...string) map[string]float64 {
+	c := &http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get("http://" + p.metricsAddr + "/metrics")
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil
+	}
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		name, _, _ := strings.Cut(f[0], "{")
+		if !slices.Contains(names, name) {
+			continue
+		}
+		if v, err := strconv.ParseFloat(f[1], 64); err == nil {
+			out[name] += v
+		}
+	}
+	return out
+}
+
+// Series the bench reads from the services' /metrics (pkg/telemetry).
+var (
+	gwSeries = []string{"m2m_token_fetches_total", "m2m_token_renewals_total", "m2m_token_invalidations_total", "m2m_token_waits_total"}
+	pdSeries = []string{"jwtauth_jwks_fetches_total", "jwtauth_signature_verifications_total", "jwtauth_cache_misses_total"}
+)
+
+// counterDelta is after minus before, for the series both have.
+func counterDelta(before, after map[string]float64) map[string]float64 {
+	if before == nil || after == nil {
+		return nil
+	}
+	d := map[string]float64{}
+	for k, v := range after {
+		d[k] = v - before[k]
+	}
+	return d
+}
+
 func metricsServed(p *svcProc) bool {
 	c := &http.Client{Timeout: 2 * time.Second}
 	resp, err := c.Get("http://" + p.metricsAddr + "/metrics")
@@ -572,11 +631,19 @@ func metricsServed(p *svcProc) bool {
 
 // accessLine is one JSON request line of a service's log.
 type accessLine struct {
-	Time    time.Time `json:"time"`
-	Msg     string    `json:"msg"`
-	Path    string    `json:"path"`
-	Status  int       `json:"status"`
-	Latency int64     `json:"latency"` // ns
+	Time      time.Time `json:"time"`
+	Msg       string    `json:"msg"`
+	Path      string    `json:"path"`
+	Status    int       `json:"status"`
+	Latency   int64     `json:"latency"`    // ns (older builds)
+	LatencyMS float64   `json:"latency_ms"` // ms
+}
+
+func (l accessLine) latency() time.Duration {
+	if l.LatencyMS > 0 {
+		return time.Duration(l.LatencyMS * float64(time.Millisecond))
+	}
+	return time.Duration(l.Latency)
 }
 
 func readAccessLog(path string) ([]accessLine, error) {
@@ -613,6 +680,7 @@ type renewalResult struct {
 	rss                    []rssRow
 	series                 []sample // for the chart
 	windows                [][2]int64
+	gwCounters, pdCounters map[string]float64
 }
 
 // wantRenewals is what the renewal run waits for (issue 10: at least 20).
@@ -642,6 +710,7 @@ func runRenewal(b *testing.B, cfg benchConfig, res *benchResult) {
 	waitStatus(b, "http://"+gwAddr+"/readyz", 200, 30*time.Second)
 
 	tg := target{nPublic, gwAddr, "/api/public/data", "", []byte(publicJSON)}
+	gwBefore, pdBefore := scrape(gw, gwSeries...), scrape(pd, pdSeries...)
 	epoch := time.Now()
 	// Always the built-in generator: the windows need every request's time.
 	client := cfg.client
@@ -679,6 +748,8 @@ func runRenewal(b *testing.B, cfg benchConfig, res *benchResult) {
 	<-watchDone
 	end := time.Now()
 	r := &renewalResult{secs: end.Sub(epoch).Seconds(), requests: len(t.samples), errs: t.errCount(), errKinds: t.errs}
+	r.gwCounters = counterDelta(gwBefore, scrape(gw, gwSeries...))
+	r.pdCounters = counterDelta(pdBefore, scrape(pd, pdSeries...))
 	for _, p := range []*svcProc{emu, pd, gw} {
 		if mb, ok := peakRSSMB(p.pid()); ok {
 			r.rss = append(r.rss, rssRow{p.name, mb})
@@ -699,7 +770,7 @@ func runRenewal(b *testing.B, cfg benchConfig, res *benchResult) {
 		}
 		r.tokenFetches++
 		// The log's time is the end of the request, to the millisecond.
-		from := l.Time.Add(-time.Duration(l.Latency) - time.Millisecond)
+		from := l.Time.Add(-l.latency() - time.Millisecond)
 		r.windows = append(r.windows, [2]int64{int64(from.Sub(epoch)), int64(l.Time.Add(renewalPad).Sub(epoch))})
 		fetchTimes = append(fetchTimes, l.Time)
 	}

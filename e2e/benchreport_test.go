@@ -208,12 +208,14 @@ func (r *benchResult) markdown() string {
 	fmt.Fprintf(&b, "\nIdP calls during the run above: %d token request(s), %d JWKS fetch(es) "+
 		"(the gateway's token and the bench's own for the protected rows were fetched before it).\n", r.tokenCalls, r.jwksReq)
 
+	b.WriteString(countersText(r.gwCounters, r.pdCounters))
 	if rn := r.renewal; rn != nil {
 		fmt.Fprintf(&b, "\nRenewal run: public-gateway at c=%d for %s with %s tokens: %s requests, %d errors; "+
 			"%d token fetches for %d renewals (one every %s), %d refused by protected-data. "+
 			"A renewal window runs from the token request's arrival at the IdP to %s after its answer.\n\n",
 			r.cfg.renewalConc, time.Duration(rn.secs*float64(time.Second)).Round(100*time.Millisecond), r.cfg.renewalToken, thousands(float64(rn.requests)), rn.errs,
 			rn.tokenFetches, rn.renewals, rn.period.Round(10*time.Millisecond), rn.refused, renewalPad)
+		b.WriteString(countersText(rn.gwCounters, rn.pdCounters))
 		b.WriteString("| public-gateway, c=16 | requests | p50 | p90 | p99 | max |\n|---|---:|---:|---:|---:|---:|\n")
 		fmt.Fprintf(&b, "| during renewal windows | %d | %s | %s | %s | %s |\n", rn.nDuring, ms(rn.during.p50), ms(rn.during.p90), ms(rn.during.p99), ms(rn.during.max))
 		fmt.Fprintf(&b, "| between renewals | %d | %s | %s | %s | %s |\n", rn.nBetween, ms(rn.between.p50), ms(rn.between.p90), ms(rn.between.p99), ms(rn.between.max))
@@ -378,4 +380,18 @@ func (r *benchResult) renewalPlot() (*plot.Plot, error) {
 	p.Y.Min = 0
 	p.Y.Max *= 1.2
 	return p, nil
+}
+
+// countersText states what the services' own counters saw, or nothing when
+// they serve no metrics.
+func countersText(gw, pd map[string]float64) string {
+	if gw == nil || pd == nil {
+		return ""
+	}
+	return fmt.Sprintf("Services' own counters (/metrics) over the same span: gateway token fetches %.0f, renewals %.0f, "+
+		"invalidations %.0f, callers that waited for a token %.0f; protected-data JWKS fetches %.0f, "+
+		"signature verifications %.0f, verified-token cache misses %.0f.\n\n",
+		gw["m2m_token_fetches_total"], gw["m2m_token_renewals_total"], gw["m2m_token_invalidations_total"],
+		gw["m2m_token_waits_total"], pd["jwtauth_jwks_fetches_total"], pd["jwtauth_signature_verifications_total"],
+		pd["jwtauth_cache_misses_total"])
 }
