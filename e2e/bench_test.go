@@ -674,6 +674,9 @@ type renewalResult struct {
 	errKinds               map[string]int
 	during, between        latencies
 	nDuring, nBetween      int
+	fetching, after        latencies // the two parts of the windows
+	nFetching, nAfter      int
+	emuCPU                 time.Duration
 	tokenFetches, renewals int
 	period                 time.Duration // median gap between fetches
 	refused                int           // 401s protected-data answered
@@ -711,6 +714,7 @@ func runRenewal(b *testing.B, cfg benchConfig, res *benchResult) {
 
 	tg := target{nPublic, gwAddr, "/api/public/data", "", []byte(publicJSON)}
 	gwBefore, pdBefore := scrape(gw, gwSeries...), scrape(pd, pdSeries...)
+	emuCPU0 := cpuTime(strconv.Itoa(emu.pid()))
 	epoch := time.Now()
 	// Always the built-in generator: the windows need every request's time.
 	client := cfg.client
@@ -748,6 +752,7 @@ func runRenewal(b *testing.B, cfg benchConfig, res *benchResult) {
 	<-watchDone
 	end := time.Now()
 	r := &renewalResult{secs: end.Sub(epoch).Seconds(), requests: len(t.samples), errs: t.errCount(), errKinds: t.errs}
+	r.emuCPU = cpuTime(strconv.Itoa(emu.pid())) - emuCPU0
 	r.gwCounters = counterDelta(gwBefore, scrape(gw, gwSeries...))
 	r.pdCounters = counterDelta(pdBefore, scrape(pd, pdSeries...))
 	for _, p := range []*svcProc{emu, pd, gw} {
@@ -795,14 +800,31 @@ func runRenewal(b *testing.B, cfg benchConfig, res *benchResult) {
 		slices.Sort(gaps)
 		r.period = time.Duration(gaps[len(gaps)/2])
 	}
-	var during, between []int64
+	var during, between, fetching, after []int64
+	var fetchWs, afterWs [][2]int64
+	for _, w := range r.windows {
+		mid := w[1] - int64(renewalPad)
+		fetchWs = append(fetchWs, [2]int64{w[0], mid})
+		afterWs = append(afterWs, [2]int64{mid, w[1]})
+	}
 	for _, s := range t.samples {
 		if inWindow(s, r.windows) {
 			during = append(during, s.dur)
+			// Split: overlapping the token request itself (the IdP signing
+			// on these CPUs), or only the calls after it (the new token's
+			// first validations at protected-data).
+			if inWindow(s, fetchWs) {
+				fetching = append(fetching, s.dur)
+			} else if inWindow(s, afterWs) {
+				after = append(after, s.dur)
+			}
 		} else {
 			between = append(between, s.dur)
 		}
 	}
+	r.nFetching, r.nAfter = len(fetching), len(after)
+	r.fetching, r.after = summarise(fetching), summarise(after)
+
 	r.nDuring, r.nBetween = len(during), len(between)
 	r.during, r.between = summarise(during), summarise(between)
 	r.series = t.samples

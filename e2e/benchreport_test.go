@@ -219,6 +219,11 @@ func (r *benchResult) markdown() string {
 		b.WriteString("| public-gateway, c=16 | requests | p50 | p90 | p99 | max |\n|---|---:|---:|---:|---:|---:|\n")
 		fmt.Fprintf(&b, "| during renewal windows | %d | %s | %s | %s | %s |\n", rn.nDuring, ms(rn.during.p50), ms(rn.during.p90), ms(rn.during.p99), ms(rn.during.max))
 		fmt.Fprintf(&b, "| between renewals | %d | %s | %s | %s | %s |\n", rn.nBetween, ms(rn.between.p50), ms(rn.between.p90), ms(rn.between.p99), ms(rn.between.max))
+		fmt.Fprintf(&b, "| (windows, part 1: while the IdP answers) | %d | %s | %s | %s | %s |\n", rn.nFetching, ms(rn.fetching.p50), ms(rn.fetching.p90), ms(rn.fetching.p99), ms(rn.fetching.max))
+		fmt.Fprintf(&b, "| (windows, part 2: the %s after) | %d | %s | %s | %s | %s |\n", renewalPad, rn.nAfter, ms(rn.after.p50), ms(rn.after.p90), ms(rn.after.p99), ms(rn.after.max))
+		if rn.tokenFetches > 0 {
+			fmt.Fprintf(&b, "\nThe emulator (the IdP, on the same CPUs here) used %.1f ms of CPU per token request.\n", float64(rn.emuCPU.Microseconds())/1e3/float64(rn.tokenFetches))
+		}
 	}
 
 	b.WriteString("\n| goal (issue 10) | measured | |\n|---|---|---|\n")
