@@ -4,7 +4,7 @@
 # The load generator is built in (e2e/loadgen_test.go): nothing to install.
 # Knobs: BENCH_ROUNDS, BENCH_CELL, BENCH_RENEWAL, BENCH_LOG, BENCH_CLIENT
 # (see e2e/bench_test.go). Whole target: under 3 minutes on 2 cores.
-PKG_BENCHTIME ?= 300ms
+PKG_BENCHTIME ?= 100ms
 
 ## bench: package benchmarks, then the system vs hello-world and a bare two-hop (table + chart in e2e/results)
 bench:
