@@ -8,7 +8,7 @@ MODULE_DIRS = $(shell $(GO) list -m -f '{{.Dir}}')
 
 export CGO_ENABLED ?= 0
 
-.PHONY: all build run test test-unit test-e2e lint bench clean
+.PHONY: all build run test lint bench clean
 
 all: build
 

@@ -8,6 +8,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -76,6 +79,27 @@ func TestEndToEnd(t *testing.T) {
 		}
 		if sb := r.header.Get("X-Served-By"); sb != "" {
 			t.Errorf("X-Served-By %q exposed without EXPOSE_SERVED_BY", sb)
+		}
+	})
+
+	t.Run("audit trail: real peer address, the calling client, never the token", func(t *testing.T) {
+		const rid = "audit-trail-1"
+		r := get(t, s.gwURL()+"/api/public/data", "X-Forwarded-For", "203.0.113.66", "X-Request-Id", rid)
+		if r.status != 200 {
+			t.Fatalf("got %d %s", r.status, r.body)
+		}
+		gwLine := logLine(t, s.gw, "request_id="+rid)
+		if !strings.Contains(gwLine, "remote_ip=127.0.0.1") || strings.Contains(gwLine, "203.0.113.66") {
+			t.Errorf("gateway believed a forwarding header from an untrusted peer: %s", gwLine)
+		}
+		pdLine := logLine(t, s.pd, "request_id="+rid)
+		for _, want := range []string{"client_id=" + clientID, "sub=" + clientID, "jti=", "latency_ms="} {
+			if !strings.Contains(pdLine, want) {
+				t.Errorf("protected-data's line lacks %s: %s", want, pdLine)
+			}
+		}
+		if strings.Contains(s.pd.out.String(), "eyJ") {
+			t.Error("a token reached protected-data's log")
 		}
 	})
 
@@ -282,16 +306,19 @@ func TestGatewayDownstreamFailures(t *testing.T) {
 		if r.status != 502 || !strings.Contains(r.body, `"error"`) {
 			t.Fatalf("got %d %s, want 502 JSON", r.status, r.body)
 		}
-		mu.Lock()
-		defer mu.Unlock()
-		if len(tokens) != 2 {
-			t.Fatalf("protected-data saw %d calls, want 2 (one retry)", len(tokens))
+		// Copied under the lock, checked outside it: a Fatalf never runs
+		// with the lock held, nor leaves a deferred Unlock to unlock twice.
+		seen := func() []string {
+			mu.Lock()
+			defer mu.Unlock()
+			return slices.Clone(tokens)
+		}()
+		if len(seen) != 2 {
+			t.Fatalf("protected-data saw %d calls, want 2 (one retry)", len(seen))
 		}
-		if tokens[0] == tokens[1] || !strings.HasPrefix(tokens[1], "Bearer ey") {
+		if seen[0] == seen[1] || !strings.HasPrefix(seen[1], "Bearer ey") {
 			t.Fatalf("the retry must carry a fresh token")
 		}
-		tokens = nil
-		mu.Unlock()
 		// A protected-data that refuses every token (say, a wrong ISSUER there)
 		// must not turn each public call into a token request.
 		issuedBefore := strings.Count(s.emu.out.String(), "path=/api/v1/oauth2/token status=200")
@@ -300,7 +327,6 @@ func TestGatewayDownstreamFailures(t *testing.T) {
 				t.Fatalf("got %d %s, want 502", r.status, r.body)
 			}
 		}
-		mu.Lock()
 		issued := strings.Count(s.emu.out.String(), "path=/api/v1/oauth2/token status=200") - issuedBefore
 		if issued > 5 {
 			t.Errorf("20 refused public calls caused %d token requests; want a handful at most", issued)
@@ -356,24 +382,100 @@ func TestGatewayDownstreamFailures(t *testing.T) {
 	})
 }
 
-func TestConfigErrorsAreReportedAtOnce(t *testing.T) {
-	p := start(t, "public-gateway", "CLIENT_SECRET="+clientSecret, "PROTECTED_DATA_URL=ftp://x",
-		"DOWNSTREAM_TIMEOUT=-1s", "TOKEN_TIMEOUT=soon", "TOKEN_MARGIN=later", "LOG_LEVEL=loud")
-	select {
-	case <-p.done:
-	case <-time.After(20 * time.Second):
-		t.Fatal("gateway with a bad configuration did not exit")
-	}
-	if code := p.cmd.ProcessState.ExitCode(); code != 1 {
-		t.Errorf("exit code %d, want 1", code)
-	}
-	out := p.out.String()
-	for _, want := range []string{"CLIENT_ID", "no token endpoint", "PROTECTED_DATA_URL", "DOWNSTREAM_TIMEOUT", "TOKEN_TIMEOUT", "TOKEN_MARGIN", "LOG_LEVEL"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("error output lacks %q:\n%s", want, out)
+// logLine waits for p's access-log line containing marker (output reaches
+// the buffer through a pipe, a moment after the answer) and returns it.
+func logLine(t *testing.T, p *proc, marker string) string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		for l := range strings.SplitSeq(p.out.String(), "\n") {
+			if strings.Contains(l, marker) && strings.Contains(l, "msg=request") {
+				return l
+			}
 		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s logged no request line with %s", p.name, marker)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	if strings.Contains(out, clientSecret) {
-		t.Error("the secret was printed")
+}
+
+// The secret may come from a file (Docker/Kubernetes secrets) instead of
+// the environment; an empty CLIENT_SECRET, as compose passes it, gives way.
+func TestGatewayReadsItsSecretFromAFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "client_secret")
+	if err := os.WriteFile(path, []byte(clientSecret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := startSystem(t, 30*time.Minute, "CLIENT_SECRET=", "CLIENT_SECRET_FILE="+path)
+	if r := get(t, s.gwURL()+"/api/public/data"); r.status != 200 || strings.TrimSpace(r.body) != publicJSON {
+		t.Fatalf("got %d %s", r.status, r.body)
+	}
+}
+
+// Every mistake is reported in one run, once each, naming the variable and
+// an example of a valid value, never the value itself.
+func TestConfigErrorsAreReportedAtOnce(t *testing.T) {
+	cases := []struct {
+		svc  string
+		env  []string
+		want []string // each error line starts with one of these, in any order
+	}{
+		{"public-gateway", []string{"CLIENT_SECRET=" + clientSecret, "PROTECTED_DATA_URL=ftp://x-xyzzy",
+			"DOWNSTREAM_TIMEOUT=-1s", "TOKEN_TIMEOUT=soon-xyzzy", "TOKEN_MARGIN=later-xyzzy", "LOG_LEVEL=loud-xyzzy",
+			"MAX_CONNECTIONS=-5", "TRUSTED_PROXIES=proxy-xyzzy"},
+			[]string{"TOKEN_TIMEOUT:", "TOKEN_MARGIN:", "LOG_LEVEL:", "MAX_CONNECTIONS:", "TRUSTED_PROXIES:",
+				"TOKEN_URL: no token endpoint", "CLIENT_ID:", "PROTECTED_DATA_URL:", "DOWNSTREAM_TIMEOUT:"}},
+		{"public-gateway", []string{"CLIENT_ID=c", "CLIENT_SECRET=" + clientSecret, "CLIENT_SECRET_FILE=/nonexistent/xyzzy",
+			"WRISTBAND_EMULATOR_URL=http://127.0.0.1:1"},
+			[]string{"CLIENT_SECRET and CLIENT_SECRET_FILE:"}},
+		{"public-gateway", []string{"CLIENT_ID=c", "CLIENT_SECRET_FILE=/nonexistent/xyzzy", "WRISTBAND_EMULATOR_URL=http://127.0.0.1:1"},
+			[]string{"CLIENT_SECRET_FILE: the file does not exist"}},
+		{"protected-data", []string{"JWKS_URL=notaurl-xyzzy", "ISSUER=", "CLOCK_LEEWAY=5m", "ALGORITHMS=HS256"},
+			[]string{"JWKS_URL:", "ISSUER:", "CLOCK_LEEWAY:", "ALGORITHMS:"}},
+		{"protected-data", []string{"APPLICATION_VANITY_DOMAIN=https://vanity-xyzzy.example", "LISTEN_ADDR=nowhere-xyzzy"},
+			[]string{"APPLICATION_VANITY_DOMAIN:", "LISTEN_ADDR:"}},
+		{"wristband-emulator", []string{"TOKEN_LIFETIME=soon-xyzzy", "LOG_FORMAT=xml-xyzzy"},
+			[]string{"TOKEN_LIFETIME:", "LOG_FORMAT:"}},
+		{"wristband-emulator", []string{"CLIENTS=no-pair-xyzzy"},
+			[]string{"CLIENTS (or CLIENTS_FILE):"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.svc+" "+strings.Join(tc.want, " "), func(t *testing.T) {
+			p := start(t, tc.svc, tc.env...)
+			select {
+			case <-p.done:
+			case <-time.After(20 * time.Second):
+				t.Fatal("a service with a bad configuration did not exit")
+			}
+			if code := p.cmd.ProcessState.ExitCode(); code != 1 {
+				t.Errorf("exit code %d, want 1", code)
+			}
+			out := p.out.String()
+			_, report, ok := strings.Cut(out, "invalid configuration:\n")
+			if !ok {
+				t.Fatalf("no configuration report:\n%s", out)
+			}
+			lines := strings.Split(strings.TrimSpace(report), "\n")
+			if len(lines) != len(tc.want) {
+				t.Errorf("%d messages, want %d (one per mistake):\n%s", len(lines), len(tc.want), report)
+			}
+			for _, w := range tc.want {
+				if !slices.ContainsFunc(lines, func(l string) bool { return strings.HasPrefix(l, w) }) {
+					t.Errorf("no message starting with %q:\n%s", w, report)
+				}
+			}
+			for _, l := range lines {
+				if !strings.Contains(l, "e.g.") {
+					t.Errorf("message without an example of a valid value: %s", l)
+				}
+			}
+			if strings.Contains(out, "xyzzy") {
+				t.Errorf("a value was echoed:\n%s", out)
+			}
+			if strings.Contains(out, clientSecret) {
+				t.Error("the client secret was printed")
+			}
+		})
 	}
 }

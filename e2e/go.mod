@@ -1,6 +1,6 @@
 module github.com/wristband-m2m-go/wristband-m2m-go/e2e
 
-go 1.26
+go 1.26.0
 
 require github.com/lestrrat-go/jwx/v2 v2.1.7
 
@@ -13,6 +13,7 @@ require (
 	github.com/lestrrat-go/iter v1.0.2 // indirect
 	github.com/lestrrat-go/option v1.0.1 // indirect
 	github.com/segmentio/asm v1.2.1 // indirect
-	golang.org/x/crypto v0.53.0 // indirect
-	golang.org/x/sys v0.46.0 // indirect
+	github.com/stretchr/testify v1.12.1 // indirect
+	golang.org/x/crypto v0.54.0 // indirect
+	golang.org/x/sys v0.48.0 // indirect
 )

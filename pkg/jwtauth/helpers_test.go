@@ -16,6 +16,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"go.uber.org/goleak"
 
+	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/internal/wait"
 	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/jwtauth"
 	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/jwtauth/jwtauthtest"
 )
@@ -72,17 +73,8 @@ func waitReady(t testing.TB, v *jwtauth.Validator) {
 	eventually(t, "validator ready", func() bool { return v.Ready() == nil })
 }
 
-// eventually polls cond until it holds; failing only after mustNotHang.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(mustNotHang)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+// eventually polls cond until it holds (the one helper all of pkg's tests share).
+var eventually = wait.For
 
 // newServer is an Echo app with GET /data behind the middleware; the handler
 // echoes the claims it got.

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/service"
 )
 
 // Option adds an authorization rule to one Middleware.
@@ -166,11 +168,6 @@ func bearerToken(h string) (token string, status int, desc string) {
 	return rest, 0, ""
 }
 
-type errorBody struct {
-	Error       string `json:"error"`
-	Description string `json:"error_description"`
-}
-
 // reject answers a 4xx. With err a token error (logged) or, for 403, the
 // scope attribute to append to the challenge.
 func (v *Validator) reject(c echo.Context, status int, challenge, code, desc string, detail any) error {
@@ -188,7 +185,7 @@ func (v *Validator) reject(c echo.Context, status int, challenge, code, desc str
 	h.Set(echo.HeaderWWWAuthenticate, challenge)
 	h.Set(echo.HeaderCacheControl, "no-store")
 	v.logReject(c, slog.LevelInfo, status, desc, err)
-	body := errorBody{Error: code, Description: desc}
+	body := service.ErrorBody{Error: code, Description: desc}
 	if code == "" {
 		body.Error = "unauthorized"
 	}
@@ -200,7 +197,7 @@ func (v *Validator) unavailable(c echo.Context, err error) error {
 	h.Set(echo.HeaderRetryAfter, strconv.Itoa(v.retryAfter()))
 	h.Set(echo.HeaderCacheControl, "no-store")
 	v.logReject(c, slog.LevelWarn, http.StatusServiceUnavailable, "signing keys not loaded yet", err)
-	return c.JSON(http.StatusServiceUnavailable, errorBody{Error: "temporarily_unavailable", Description: "signing keys not loaded yet"})
+	return c.JSON(http.StatusServiceUnavailable, service.ErrorBody{Error: "temporarily_unavailable", Description: "signing keys not loaded yet"})
 }
 
 func (v *Validator) logReject(c echo.Context, level slog.Level, status int, desc string, err error) {

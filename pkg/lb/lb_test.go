@@ -19,6 +19,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/internal/wait"
 	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/lb"
 )
 
@@ -236,17 +237,6 @@ func TestSpreadsRequestsFairlyOverKeepAliveConnections(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func addrsOf(tr *lb.Transport) []string {
 	var out []string
 	for _, s := range tr.Stats() {
@@ -272,7 +262,7 @@ func TestPicksUpReplicasAddedAndRemoved(t *testing.T) {
 
 	t.Run("added", func(t *testing.T) {
 		res.set("svc", ips(reps)...)
-		waitFor(t, "3 addresses", func() bool { return len(addrsOf(tr)) == 3 })
+		wait.For(t, "3 addresses", func() bool { return len(addrsOf(tr)) == 3 })
 		before := reps[2].hits.Load()
 		if errs := run(t, c, url, 4, 300, nil); len(errs) > 0 {
 			t.Fatalf("%d failed, first: %v", len(errs), errs[0])
@@ -284,7 +274,7 @@ func TestPicksUpReplicasAddedAndRemoved(t *testing.T) {
 
 	t.Run("removed", func(t *testing.T) {
 		res.set("svc", reps[1].ip, reps[2].ip)
-		waitFor(t, "2 addresses", func() bool { return len(addrsOf(tr)) == 2 })
+		wait.For(t, "2 addresses", func() bool { return len(addrsOf(tr)) == 2 })
 		before := reps[0].hits.Load()
 		if errs := run(t, c, url, 4, 200, nil); len(errs) > 0 {
 			t.Fatalf("%d failed, first: %v", len(errs), errs[0])
@@ -477,7 +467,7 @@ func TestResolverFailures(t *testing.T) {
 	t.Run("a failing re-resolve keeps the last addresses", func(t *testing.T) {
 		res.fail(errors.New("dns down"))
 		n := res.lookups.Load()
-		waitFor(t, "failed re-resolves", func() bool { return res.lookups.Load() > n+3 })
+		wait.For(t, "failed re-resolves", func() bool { return res.lookups.Load() > n+3 })
 		if errs := run(t, c, url, 2, 50, nil); len(errs) > 0 {
 			t.Fatalf("%d failed while DNS was down, first: %v", len(errs), errs[0])
 		}
@@ -501,16 +491,17 @@ func TestCloseStopsTheTransport(t *testing.T) {
 		t.Fatal(err)
 	}
 	tr.Close()
+	// Close has waited for the re-resolving goroutine to end (goleak in
+	// TestMain checks that none outlives the tests), so from here on only
+	// a request could resolve, and a closed transport must not.
+	n := res.lookups.Load()
 	tr.Close() // idempotent
 	if _, err := get(context.Background(), c, url); !errors.Is(err, lb.ErrClosed) {
 		t.Errorf("after Close: %v, want ErrClosed", err)
 	}
-	n := res.lookups.Load()
-	time.Sleep(20 * time.Millisecond)
-	if res.lookups.Load() != n {
-		t.Error("re-resolving after Close")
+	if got := res.lookups.Load(); got != n {
+		t.Errorf("%d lookups after Close", got-n)
 	}
-	// goleak (TestMain) checks that no goroutine outlives the tests.
 }
 
 func TestCallerCancellationIsNotRetried(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // ErrTokenUnavailable is matched (errors.Is) by every error Token returns, so
@@ -27,6 +28,53 @@ var errClosed = fmt.Errorf("%w: %w", ErrTokenUnavailable, ErrClosed)
 // reachable with errors.Is and errors.As.
 func unavailable(err error) error {
 	return fmt.Errorf("%w: %w", ErrTokenUnavailable, err)
+}
+
+// UnavailableError is what Token returns when it has no token to give and
+// knows when the next token request will be: a server can put RetryIn in a
+// Retry-After header. It matches errors.Is(err, ErrTokenUnavailable), and
+// errors.As reaches the cause (an *OAuthError for a rejected client).
+type UnavailableError struct {
+	Err error // why: the last fetch error, or a request still in flight
+	// RetryIn is how long until the next token request is due, counted from
+	// the Token call; 0 when one is in flight or due now.
+	RetryIn time.Duration
+}
+
+func (e *UnavailableError) Error() string {
+	msg := ErrTokenUnavailable.Error() + ": " + e.Err.Error()
+	if e.RetryIn > 0 {
+		msg += " (next token request in " + e.RetryIn.Round(time.Millisecond).String() + ")"
+	}
+	return msg
+}
+
+// Unwrap exposes both identities: ErrTokenUnavailable and the cause.
+func (e *UnavailableError) Unwrap() []error { return []error{ErrTokenUnavailable, e.Err} }
+
+// RetryAfter returns how long a caller refused by Token should wait before
+// trying again: the time until the source's next token request, at least
+// one second (the granularity of an HTTP Retry-After), rounded up. Errors
+// without that information give one second.
+func RetryAfter(err error) time.Duration {
+	var ue *UnavailableError
+	if errors.As(err, &ue) && ue.RetryIn > time.Second {
+		return (ue.RetryIn + time.Second - 1).Truncate(time.Second)
+	}
+	return time.Second
+}
+
+// redirectError is a refused redirect from the token endpoint. Following it
+// would send the client credentials (Basic header, form secret, assertion)
+// to wherever the redirect points, so the token URL must be the final one.
+type redirectError struct {
+	status int
+	to     string // scheme://host/path of the target, no query
+}
+
+func (e *redirectError) Error() string {
+	return "token endpoint answered a redirect (HTTP " + strconv.Itoa(e.status) + ") to " + e.to +
+		"; redirects are refused so that the client credentials go nowhere else: set the token URL to the final address"
 }
 
 // OAuthError is a permanent rejection by the token endpoint: any 4xx other
@@ -82,8 +130,10 @@ func (e *statusError) Error() string {
 	return s
 }
 
-// isPermanent reports whether retrying err right away is pointless.
+// isPermanent reports whether retrying err soon is pointless: a rejected
+// client or a refused redirect stays so until someone changes a setting.
 func isPermanent(err error) bool {
 	var oe *OAuthError
-	return errors.As(err, &oe)
+	var re *redirectError
+	return errors.As(err, &oe) || errors.As(err, &re)
 }

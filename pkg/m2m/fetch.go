@@ -9,11 +9,15 @@ import (
 	"io"
 	"math"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 )
 
 const (
@@ -38,7 +42,9 @@ const (
 	maxDescription = 200
 )
 
-const formBody = "grant_type=client_credentials"
+// tracer names spans after this package, as every package of the project
+// does; it is a no-op until a TracerProvider is installed.
+var tracer = otel.Tracer("github.com/wristband-m2m-go/wristband-m2m-go/pkg/m2m")
 
 // token is one cached access token with the instants derived from it. All
 // instants come from the clock reading taken when the request was sent, so
@@ -47,7 +53,7 @@ type token struct {
 	value   string
 	expiry  time.Time // sent + expires_in: the latest the IdP can mean
 	useBy   time.Time // expiry - margin: never handed out at or after this
-	renewAt time.Time // the refresher renews from here on
+	renewAt time.Time // the refresher renews from here on (set by runFetch)
 	arrived time.Time // when the token response was received
 
 	// useBy and renewAt as offsets from TokenSource.epoch, for the cached
@@ -63,58 +69,104 @@ type fetchResult struct {
 	clamped    time.Duration // non-zero: the margin had to be shrunk to this
 }
 
-// fetch makes one token request. It never retries: retry policy lives in the
-// single-flight machinery so that every caller shares it.
+// fetch makes one token request inside an m2m.fetch_token span. It never
+// retries: retry policy lives in the single-flight machinery so that every
+// caller shares it.
 func (s *TokenSource) fetch() fetchResult {
-	s.fetches.Add(1)
-	ctx, cancel := context.WithTimeout(s.ctx, s.requestTimeout)
-	defer cancel()
-
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.tokenURL, strings.NewReader(formBody))
-	if err != nil {
-		return fetchResult{err: fmt.Errorf("building token request: %w", err)}
+	ctx, span := tracer.Start(s.ctx, "m2m.fetch_token", trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("oauth.auth_method", string(s.method))))
+	defer span.End()
+	res, status := s.request(ctx)
+	outcome := "ok"
+	if res.err != nil {
+		outcome = "transient"
+		if isPermanent(res.err) {
+			outcome = "permanent"
+		}
+		// Already masked: no secret, assertion or token in it.
+		span.SetStatus(codes.Error, res.err.Error())
 	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Accept", "application/json")
-	// RFC 6749 2.3.1: both parts are form-url-encoded before Basic encoding.
-	req.SetBasicAuth(url.QueryEscape(s.clientID), url.QueryEscape(s.clientSecret))
+	span.SetAttributes(attribute.String("m2m.outcome", outcome))
+	if status != 0 {
+		span.SetAttributes(attribute.Int("http.response.status_code", status))
+	}
+	return res
+}
+
+func (s *TokenSource) request(ctx context.Context) (fetchResult, int) {
+	s.fetches.Add(1)
+	ctx, cancel := context.WithTimeout(ctx, s.requestTimeout)
+	defer cancel()
 
 	// Expiry counts from the moment the request leaves: the IdP stamps iat
 	// somewhere after this, so sent+expires_in is never later than exp
 	// (up to the one-second truncation of exp covered by the margin).
 	sent := s.clock.Now()
+	body, assertion := s.form, ""
+	if s.method == PrivateKeyJWT {
+		var err error
+		if assertion, err = s.assertion(sent); err != nil {
+			return fetchResult{err: err}, 0
+		}
+		body += "&client_assertion=" + assertion // base64url and dots: nothing to escape
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.tokenURL, strings.NewReader(body))
+	if err != nil {
+		return fetchResult{err: fmt.Errorf("building token request: %w", err)}, 0
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "application/json")
+	if s.basicAuth != "" {
+		req.Header.Set("Authorization", s.basicAuth)
+	}
+
 	resp, err := s.httpClient.Do(req)
 	if err != nil {
-		// *url.Error carries method, URL (password redacted) and cause, never
-		// headers: the Basic credentials cannot leak through it.
-		return fetchResult{err: fmt.Errorf("requesting token: %w", err)}
+		var re *redirectError
+		if errors.As(err, &re) {
+			return fetchResult{err: re}, re.status
+		}
+		// *url.Error carries method, URL (password stripped) and cause, never
+		// headers or body; masked all the same in case a server put a
+		// credential in a URL we were sent to.
+		return fetchResult{err: &maskedError{msg: s.redact("requesting token: "+err.Error(), assertion), err: err}}, 0
 	}
 	defer resp.Body.Close()
 
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBodyBytes+1))
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxBodyBytes+1))
 	if err != nil {
-		return fetchResult{err: fmt.Errorf("reading token response (HTTP %d): %w", resp.StatusCode, err)}
+		return fetchResult{err: fmt.Errorf("reading token response (HTTP %d): %w", resp.StatusCode, err)}, resp.StatusCode
 	}
-	if len(body) > maxBodyBytes {
-		return fetchResult{err: fmt.Errorf("token response (HTTP %d) is larger than %d KiB", resp.StatusCode, maxBodyBytes>>10)}
+	if len(raw) > maxBodyBytes {
+		return fetchResult{err: fmt.Errorf("token response (HTTP %d) is larger than %d KiB", resp.StatusCode, maxBodyBytes>>10)}, resp.StatusCode
 	}
 
 	switch code := resp.StatusCode; {
 	case code == http.StatusOK:
 		arrived := s.clock.Now()
-		return s.parseToken(body, resp.Header.Get("Content-Type"), sent, arrived)
+		return s.parseToken(raw, resp.Header.Get("Content-Type"), sent, arrived), code
 	case code == http.StatusTooManyRequests || code == http.StatusRequestTimeout || code >= 500:
 		// 408 is a timeout, not a verdict on the credentials.
-		ec, ed := s.parseOAuthError(body)
+		ec, ed := s.parseOAuthError(raw, assertion)
 		return fetchResult{
 			err:        &statusError{statusCode: code, code: ec, descr: ed},
 			retryAfter: s.retryAfter(resp.Header.Get("Retry-After")),
-		}
+		}, code
 	default:
-		ec, ed := s.parseOAuthError(body)
-		return fetchResult{err: &OAuthError{StatusCode: code, Code: ec, Description: ed}}
+		ec, ed := s.parseOAuthError(raw, assertion)
+		return fetchResult{err: &OAuthError{StatusCode: code, Code: ec, Description: ed}}, code
 	}
 }
+
+// maskedError keeps the cause reachable for errors.Is/As (connection
+// refused, timeouts) while its text has every credential masked.
+type maskedError struct {
+	msg string
+	err error
+}
+
+func (e *maskedError) Error() string { return e.msg }
+func (e *maskedError) Unwrap() error { return e.err }
 
 type tokenResponse struct {
 	AccessToken string          `json:"access_token"`
@@ -162,11 +214,6 @@ func (s *TokenSource) parseToken(body []byte, contentType string, sent, arrived 
 		return fetchResult{err: fmt.Errorf("token arrived with less than the %s margin left (expires_in %s, response took %s)",
 			margin, lifetime, arrived.Sub(sent).Round(time.Millisecond))}
 	}
-	// Renew after 80% of the usable life still ahead: early enough that a
-	// failing IdP leaves a fifth of it for retries, late enough that a
-	// steady state costs barely more fetches than the lifetime dictates.
-	t.renewAt = arrived.Add(t.useBy.Sub(arrived) * 4 / 5)
-	t.useByOff, t.renewAtOff = t.useBy.Sub(s.epoch), t.renewAt.Sub(s.epoch)
 	return fetchResult{tok: t, clamped: clamped}
 }
 
@@ -209,7 +256,7 @@ func headerSafe(v string) bool {
 
 // parseOAuthError extracts RFC 6749 5.2 fields from an error body, if it is
 // one. Anything else yields empty strings: the status code speaks then.
-func (s *TokenSource) parseOAuthError(body []byte) (code, description string) {
+func (s *TokenSource) parseOAuthError(body []byte, assertion string) (code, description string) {
 	var e struct {
 		Error            string `json:"error"`
 		ErrorDescription string `json:"error_description"`
@@ -217,21 +264,22 @@ func (s *TokenSource) parseOAuthError(body []byte) (code, description string) {
 	if json.Unmarshal(body, &e) != nil {
 		return "", ""
 	}
-	return s.clean(e.Error, 64), s.clean(e.ErrorDescription, maxDescription)
+	return s.clean(e.Error, 64, assertion), s.clean(e.ErrorDescription, maxDescription, assertion)
 }
 
 // clean makes server-provided text fit for errors and logs: short, printable,
-// and without the client secret should a server ever echo it.
-func (s *TokenSource) clean(v string, limit int) string {
-	if s.clientSecret != "" {
-		v = strings.ReplaceAll(v, s.clientSecret, "[REDACTED]")
-	}
+// and without the client secret (in any form) or the client assertion should
+// a server ever echo them. Masking comes first, so that shortening cannot
+// cut a secret in half and leave a recognisable part.
+func (s *TokenSource) clean(v string, limit int, assertion string) string {
+	v = s.redact(v, assertion)
 	v = strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f || r == utf8.RuneError {
 			return -1
 		}
 		return r
 	}, v)
+	v = s.redact(v, assertion) // again: a control character could have split a secret
 	if len(v) > limit {
 		cut := limit
 		for cut > 0 && !utf8.RuneStart(v[cut]) {

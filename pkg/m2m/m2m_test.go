@@ -151,7 +151,7 @@ func TestSlowEndpointAtExpiry(t *testing.T) {
 			if background {
 				// At the renewal point: the refresher fetches, callers keep
 				// getting the current token meanwhile.
-				clk.Advance(72 * time.Second)
+				clk.Advance(clk.waitTimers(t, 1)[0])
 				eventually(t, "renewal request", func() bool { return p.calls.Load() == 2 })
 			} else {
 				// Past the margin: every caller has to wait for the fetch.
@@ -205,6 +205,8 @@ func TestSlowEndpointAtExpiry(t *testing.T) {
 	}
 }
 
+// While the IdP fails, Token answers at once with the time of the next
+// attempt; the caller that comes back then triggers it and gets the token.
 func TestRetryWithBackoffOn5xx(t *testing.T) {
 	clk := newFakeClock()
 	p := newIDP(t)
@@ -221,34 +223,34 @@ func TestRetryWithBackoffOn5xx(t *testing.T) {
 	const lo = 100 * time.Millisecond
 	s := newSource(t, p, withClock(clk), withBackoff(lo, 10*time.Second))
 
-	done := make(chan error, 1)
-	go func() {
-		tok, err := s.Token(context.Background())
-		if err == nil && tok != "tok-ok" {
-			err = fmt.Errorf("token %q", tok)
-		}
-		done <- err
-	}()
-	// Each failure arms one backoff timer with equal jitter in [d/2, d],
-	// d doubling from MinBackoff.
+	// Each failure schedules the next attempt with equal jitter in [d/2, d],
+	// d doubling from MinBackoff; the error says when.
 	for i, d := range []time.Duration{lo, 2 * lo} {
-		ds := clk.waitTimers(t, 1)
-		if len(ds) != 1 || ds[0] < d/2 || ds[0] > d {
-			t.Fatalf("after failure %d: timers %v, want one in [%s, %s]", i+1, ds, d/2, d)
+		_, err := s.Token(context.Background())
+		var ue *UnavailableError
+		if !errors.As(err, &ue) || !errors.Is(err, ErrTokenUnavailable) || !strings.Contains(err.Error(), "HTTP 5") {
+			t.Fatalf("attempt %d: err %v, want an *UnavailableError for the 5xx", i+1, err)
 		}
-		if n := p.calls.Load(); n != int64(i+1) {
-			t.Fatalf("endpoint called %d times before backoff %d elapsed", n, i+1)
+		if ue.RetryIn < d/2 || ue.RetryIn > d {
+			t.Fatalf("attempt %d: RetryIn %s, want within [%s, %s]", i+1, ue.RetryIn, d/2, d)
+		}
+		if got := RetryAfter(err); got != time.Second {
+			t.Errorf("RetryAfter = %s, want the 1 s floor", got)
+		}
+		// Asking again before then costs no request.
+		if _, err := s.Token(context.Background()); err == nil || p.calls.Load() != int64(i+1) {
+			t.Fatalf("attempt %d: a second call before the retry is due made a request (%d calls, err %v)", i+1, p.calls.Load(), err)
 		}
 		if err := s.Ready(); err == nil || !strings.Contains(err.Error(), "HTTP 5") {
 			t.Errorf("Ready = %v, want the 5xx error", err)
 		}
-		clk.Advance(ds[0])
+		clk.Advance(ue.RetryIn)
 	}
-	if err := <-done; err != nil {
-		t.Fatal(err)
+	if tok, err := s.Token(context.Background()); err != nil || tok != "tok-ok" {
+		t.Fatalf("Token = %q, %v; want tok-ok once the retry is due", tok, err)
 	}
-	if st := s.Stats(); st.Fetches != 3 || st.Failures != 2 {
-		t.Errorf("stats %+v, want 3 fetches, 2 failures", st)
+	if st := s.Stats(); st.Fetches != 3 || st.Failures != 2 || st.FetchesTransient != 2 || st.FetchesOK != 1 {
+		t.Errorf("stats %+v, want 3 fetches: 2 transient failures, 1 ok", st)
 	}
 	if err := s.Ready(); err != nil {
 		t.Errorf("Ready after recovery: %v", err)
@@ -259,7 +261,7 @@ func TestBackoffCapAndJitter(t *testing.T) {
 	s := &TokenSource{minBackoff: 100 * time.Millisecond, maxBackoff: 2 * time.Second}
 	seen := map[time.Duration]bool{}
 	for n := 1; n < 100; n++ {
-		d := s.backoff(n)
+		d := s.backoffLocked(s.minBackoff, n)
 		ceil := min(s.minBackoff<<min(n-1, 20), s.maxBackoff)
 		if d < ceil/2 || d > ceil {
 			t.Fatalf("backoff(%d) = %s, want within [%s, %s]", n, d, ceil/2, ceil)
@@ -283,21 +285,26 @@ func TestRetryAfterHonoured(t *testing.T) {
 		writeToken(w, "tok-ok", 3600)
 	})
 	s := newSource(t, p, withClock(clk), withBackoff(10*time.Millisecond, time.Second))
+	s.Start()
 
-	done := make(chan error, 1)
-	go func() { _, err := s.Token(context.Background()); done <- err }()
-	ds := clk.waitTimers(t, 1)
-	if ds[0] != 7*time.Second {
-		t.Fatalf("retry armed in %s, want Retry-After's 7s (above the 1s backoff cap)", ds[0])
+	// Above the 1 s backoff cap and the 2 s on-demand interval alike.
+	if ds := clk.waitTimers(t, 1); ds[0] != 7*time.Second {
+		t.Fatalf("retry armed in %s, want Retry-After's 7s", ds[0])
+	}
+	_, err := s.Token(context.Background())
+	if got := RetryAfter(err); got != 7*time.Second {
+		t.Errorf("RetryAfter(%v) = %s, want 7s", err, got)
 	}
 	clk.Advance(6 * time.Second)
+	if _, err := s.Token(context.Background()); err == nil {
+		t.Fatal("a token before Retry-After elapsed")
+	}
+	_ = s.Ready()
 	if n := p.calls.Load(); n != 1 {
 		t.Fatalf("retried before Retry-After elapsed: %d calls", n)
 	}
 	clk.Advance(time.Second)
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	eventually(t, "the retry", func() bool { return s.Ready() == nil })
 	if n := p.calls.Load(); n != 2 {
 		t.Errorf("%d calls, want 2", n)
 	}
@@ -364,15 +371,21 @@ func TestPermanentErrorsAreNotRetried(t *testing.T) {
 				t.Errorf("Ready = %v, want the *OAuthError", err)
 			}
 
-			// The refresher still tries again, slowly, at the backoff cap:
+			// The refresher still tries again, from 2 s doubling to the cap:
 			// the client may get fixed in the IdP.
 			s.Start()
-			if ds := clk.waitTimers(t, 1); ds[0] != time.Minute {
-				t.Fatalf("refresher armed %v, want a retry at the 1m cap", ds)
+			for i, d := range []time.Duration{2 * time.Second, 4 * time.Second, 8 * time.Second} {
+				ds := clk.waitTimers(t, 1)
+				if ds[0] < d/2 || ds[0] > d {
+					t.Fatalf("retry %d armed in %v, want within [%s, %s]", i+1, ds, d/2, d)
+				}
+				clk.Advance(ds[0])
+				eventually(t, "slow retry", func() bool { return p.calls.Load() == int64(i+2) })
 			}
-			clk.Advance(time.Minute)
-			eventually(t, "slow retry", func() bool { return p.calls.Load() == 2 })
 			clk.waitTimers(t, 1) // that failure is recorded and the next retry armed
+			if st := s.Stats(); st.FetchesPermanent != 4 || st.FetchesTransient != 0 {
+				t.Errorf("stats %+v, want 4 permanent failures", st)
+			}
 
 			if got := strings.Count(logs.String(), "level=ERROR"); got != 1 {
 				t.Errorf("%d error log lines for one persistent rejection, want 1:\n%s", got, logs.String())
@@ -492,17 +505,22 @@ func TestBackgroundRenewalReplacesTokenBeforeExpiry(t *testing.T) {
 	s.Start()
 	eventually(t, "first token", func() bool { return s.Ready() == nil })
 
-	// Usable life 90 s; renewal at 80% of it.
-	if ds := clk.waitTimers(t, 1); ds[0] != 72*time.Second {
-		t.Fatalf("renewal armed in %v, want 72s", ds)
+	// Usable life 90 s. The first token renews anywhere in [7.5%, 85%] of
+	// it (spreading a fleet started together), later ones in [70%, 85%].
+	for i, want := range []struct{ lo, hi time.Duration }{{6750 * time.Millisecond, 76500 * time.Millisecond}, {63 * time.Second, 76500 * time.Millisecond}} {
+		ds := clk.waitTimers(t, 1)
+		if ds[0] < want.lo || ds[0] > want.hi {
+			t.Fatalf("renewal %d armed in %v, want within [%s, %s]", i+1, ds, want.lo, want.hi)
+		}
+		clk.Advance(ds[0])
+		tok := fmt.Sprintf("tok-%d", i+2)
+		eventually(t, "renewed token", func() bool {
+			got, _ := s.Token(context.Background())
+			return got == tok
+		})
 	}
-	clk.Advance(72 * time.Second)
-	eventually(t, "renewed token", func() bool {
-		tok, _ := s.Token(context.Background())
-		return tok == "tok-2"
-	})
-	if st := s.Stats(); st.Waits != 0 || st.Remaining != 100*time.Second {
-		t.Errorf("stats %+v, want no waits and a full 100s remaining", st)
+	if st := s.Stats(); st.Waits != 0 || st.Remaining != 100*time.Second || st.Renewals != 2 || st.FetchesOK != 3 {
+		t.Errorf("stats %+v, want no waits, 2 renewals and a full 100s remaining", st)
 	}
 }
 
@@ -513,11 +531,11 @@ func TestFailedRenewalKeepsServingUntilMargin(t *testing.T) {
 	s := newSource(t, p, withClock(clk), withMargin(10*time.Second), withBackoff(time.Second, 4*time.Second))
 	s.Start()
 	eventually(t, "first token", func() bool { return s.Ready() == nil })
-	clk.waitTimers(t, 1)
+	renewAt := clk.waitTimers(t, 1)[0]
 
 	p.setReply(func(_ int, w http.ResponseWriter) { http.Error(w, "down", http.StatusBadGateway) })
-	clk.Advance(72 * time.Second) // renewal fails...
-	for at := 72 * time.Second; at < 90*time.Second; {
+	clk.Advance(renewAt) // renewal fails...
+	for at := renewAt; at < 90*time.Second; {
 		ds := clk.waitTimers(t, 1) // ...and is retried with backoff
 		if tok, err := s.Token(context.Background()); err != nil || tok != "tok-1" {
 			t.Fatalf("at %s: Token = %q, %v; want the current tok-1 while renewal fails", at, tok, err)
@@ -580,7 +598,9 @@ func TestCallerDeadlineHonouredWhileWaiting(t *testing.T) {
 	}
 }
 
-func TestFailFastWhenRetryIsAfterDeadline(t *testing.T) {
+// Issue 9.4: with no usable token and the IdP failing, no caller waits for
+// the IdP; the answer says when the next attempt will be.
+func TestFailFastWithTheTimeOfTheNextAttempt(t *testing.T) {
 	clk := newFakeClock()
 	p := newIDP(t)
 	p.setReply(func(_ int, w http.ResponseWriter) {
@@ -588,15 +608,45 @@ func TestFailFastWhenRetryIsAfterDeadline(t *testing.T) {
 		writeJSON(w, http.StatusServiceUnavailable, `{"error":"temporarily_unavailable"}`)
 	})
 	s := newSource(t, p, withClock(clk))
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	_, err := s.Token(ctx)
-	if !errors.Is(err, ErrTokenUnavailable) || !strings.Contains(err.Error(), "after the caller's deadline") {
-		t.Fatalf("err %v, want an immediate unavailable error", err)
+	_, err := s.Token(context.Background()) // the first fetch: waited on, fails
+	var ue *UnavailableError
+	if !errors.As(err, &ue) || ue.RetryIn != time.Minute {
+		t.Fatalf("err %v, want an *UnavailableError with RetryIn 1m", err)
 	}
-	if ctx.Err() != nil {
-		t.Error("Token waited out the deadline although the retry was known to come after it")
+	// Later callers, even without a deadline, get the answer at once.
+	for range 10 {
+		clk.Advance(time.Second)
+		_, err = s.Token(context.Background())
+		if !errors.As(err, &ue) || !errors.Is(err, ErrTokenUnavailable) {
+			t.Fatalf("err %v, want an *UnavailableError", err)
+		}
 	}
+	if got := RetryAfter(err); got != 50*time.Second {
+		t.Errorf("RetryAfter = %s, want the 50 s left of the server's Retry-After", got)
+	}
+	if n := p.calls.Load(); n != 1 {
+		t.Errorf("%d calls, want 1", n)
+	}
+}
+
+// Only the first fetch (no failure known yet) is waited on, and only for
+// MaxWait.
+func TestFirstFetchWaitIsBounded(t *testing.T) {
+	clk := newFakeClock()
+	p := newIDP(t)
+	p.hold()
+	s := newSource(t, p, withClock(clk), withMaxWait(2*time.Second))
+	done := make(chan error, 1)
+	go func() { _, err := s.Token(context.Background()); done <- err }()
+	clk.waitTimers(t, 1) // the caller's MaxWait timer
+	clk.Advance(2 * time.Second)
+	err := <-done
+	var ue *UnavailableError
+	if !errors.As(err, &ue) || ue.RetryIn != 0 || !strings.Contains(err.Error(), "in flight") {
+		t.Fatalf("err %v, want an in-flight *UnavailableError", err)
+	}
+	p.open()
+	eventually(t, "the first token", func() bool { return s.Ready() == nil })
 	if n := p.calls.Load(); n != 1 {
 		t.Errorf("%d calls, want 1", n)
 	}
@@ -688,17 +738,16 @@ func TestCloseEndsEverything(t *testing.T) {
 			t.Errorf("waiter got %v, want ErrClosed", err)
 		}
 	})
-	t.Run("waiter in backoff", func(t *testing.T) {
+	t.Run("refresher in backoff", func(t *testing.T) {
 		clk := newFakeClock()
 		p := newIDP(t)
 		p.setReply(func(_ int, w http.ResponseWriter) { http.Error(w, "x", http.StatusInternalServerError) })
 		s := newSource(t, p, withClock(clk))
-		done := make(chan error, 1)
-		go func() { _, err := s.Token(context.Background()); done <- err }()
+		s.Start()
 		clk.waitTimers(t, 1)
 		_ = s.Close()
-		if err := <-done; !errors.Is(err, ErrClosed) {
-			t.Errorf("waiter got %v, want ErrClosed", err)
+		if _, err := s.Token(context.Background()); !errors.Is(err, ErrClosed) {
+			t.Errorf("Token after Close got %v, want ErrClosed", err)
 		}
 	})
 	// goleak in TestMain checks that no goroutine outlives these tests.

@@ -5,6 +5,7 @@
 package service
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -26,33 +27,49 @@ import (
 // public request can be followed through both services' logs.
 const HeaderRequestID = echo.HeaderXRequestID
 
-// NewLogger returns a JSON (containers, default) or text logger.
+// HeaderServedBy names the protected-data replica that answered, so that
+// load spreading can be seen from outside (the gateway passes it on only
+// when EXPOSE_SERVED_BY is set).
+const HeaderServedBy = "X-Served-By"
+
+// NewLogger returns a JSON (containers, default) or text logger. Errors do
+// not repeat the setting: it is a variable's value.
 func NewLogger(w io.Writer, format, level string) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
+	lv, err := parseLevel(level)
+	if err != nil {
+		return nil, err
 	}
 	opts := &slog.HandlerOptions{Level: lv}
-	switch strings.ToLower(format) {
+	switch strings.ToLower(strings.TrimSpace(format)) {
 	case "json", "":
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	case "text":
 		return slog.New(slog.NewTextHandler(w, opts)), nil
 	default:
-		return nil, fmt.Errorf("log format %q: want json or text", format)
+		return nil, errors.New("log format: want json or text")
 	}
+}
+
+// parseLevel reads debug, info, warn or error (empty: info).
+func parseLevel(level string) (slog.Level, error) {
+	var lv slog.Level
+	if level = strings.TrimSpace(level); level == "" {
+		return slog.LevelInfo, nil
+	}
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return 0, errors.New("log level: want debug, info, warn or error")
+	}
+	return lv, nil
 }
 
 // Main runs a service: it wires SIGINT/SIGTERM to the context, handles the
 // `healthcheck` subcommand, and turns an error from run into one clear line
 // and exit code 1. Only Main exits.
+// defaultAddr is the LISTEN_ADDR default, the same one the service gives
+// Load.
 func Main(name, defaultAddr string, run func(ctx context.Context, args []string) error) {
 	if len(os.Args) > 1 && os.Args[1] == "healthcheck" {
-		addr := os.Getenv("LISTEN_ADDR")
-		if addr == "" {
-			addr = defaultAddr
-		}
-		if err := Healthcheck(addr); err != nil {
+		if err := Healthcheck(cmp.Or(os.Getenv("LISTEN_ADDR"), defaultAddr)); err != nil {
 			fmt.Fprintf(os.Stderr, "%s healthcheck: %v\n", name, err)
 			os.Exit(1)
 		}
@@ -73,7 +90,7 @@ func Main(name, defaultAddr string, run func(ctx context.Context, args []string)
 func Healthcheck(addr string) error {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return fmt.Errorf("listen address %q: %w", addr, err)
+		return errors.New("LISTEN_ADDR: not host:port or :port")
 	}
 	if host == "" || host == "0.0.0.0" || host == "::" {
 		host = "127.0.0.1"
@@ -90,28 +107,18 @@ func Healthcheck(addr string) error {
 	return nil
 }
 
-// Timeouts of the HTTP server. Zero values take the defaults.
-type Timeouts struct {
-	ReadHeader time.Duration // default 5s: slowloris protection
-	Read       time.Duration // default 15s
-	Write      time.Duration // default 30s: above any downstream timeout
-	Idle       time.Duration // default 120s: keep-alive reuse between services
-	Shutdown   time.Duration // default 15s: in-flight requests drain
-}
-
-func (t Timeouts) withDefaults() Timeouts {
-	def := func(v *time.Duration, d time.Duration) {
-		if *v <= 0 {
-			*v = d
-		}
-	}
-	def(&t.ReadHeader, 5*time.Second)
-	def(&t.Read, 15*time.Second)
-	def(&t.Write, 30*time.Second)
-	def(&t.Idle, 120*time.Second)
-	def(&t.Shutdown, 15*time.Second)
-	return t
-}
+// Timeouts of the HTTP server.
+const (
+	readHeaderTimeout = 5 * time.Second  // slowloris protection
+	readTimeout       = 15 * time.Second // whole request
+	writeTimeout      = 30 * time.Second // above any downstream timeout
+	// idleTimeout bounds how long an idle keep-alive connection holds one
+	// of MAX_CONNECTIONS' slots and its buffers: long enough for reuse
+	// between services under steady traffic, short enough that a flood of
+	// idle connections is shed quickly.
+	idleTimeout     = 30 * time.Second
+	shutdownTimeout = 15 * time.Second // in-flight requests drain
+)
 
 // ErrorBody is the JSON error shape of every service (RFC 6749 style).
 type ErrorBody struct {
@@ -128,6 +135,9 @@ func JSONError(c echo.Context, status int, code, description string) error {
 // request and JSON errors. Health endpoints added by Health are not logged.
 func NewEcho(log *slog.Logger) *echo.Echo {
 	e := echo.New()
+	// remote_ip is the peer's address unless TrustProxies says otherwise:
+	// a forwarding header from anyone else is forgeable.
+	e.IPExtractor = echo.ExtractIPDirect()
 	e.HideBanner = true
 	e.HidePort = true
 	e.Logger.SetOutput(io.Discard)
@@ -179,7 +189,9 @@ func NewEcho(log *slog.Logger) *echo.Echo {
 			}
 			attrs := []slog.Attr{
 				slog.String("method", v.Method), slog.String("path", v.URIPath),
-				slog.Int("status", v.Status), slog.Duration("latency", v.Latency),
+				// Milliseconds as a float: a unit in the name, and a number
+				// that log queries can compare in JSON and text alike.
+				slog.Int("status", v.Status), slog.Float64("latency_ms", float64(v.Latency.Microseconds())/1000),
 				slog.String("request_id", v.RequestID), slog.String("remote_ip", v.RemoteIP),
 			}
 			if extra, ok := c.Get(logAttrsKey).([]slog.Attr); ok {
@@ -232,33 +244,60 @@ func Health(e *echo.Echo, log *slog.Logger, checks ...Check) {
 	})
 }
 
-// Serve listens on addr and serves e until ctx is done, then shuts down
-// gracefully within the shutdown timeout. A listen error is returned at once.
-func Serve(ctx context.Context, log *slog.Logger, e *echo.Echo, addr string, t Timeouts) error {
-	t = t.withDefaults()
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("listening on %s: %w", addr, err)
+// TrustProxies makes remote_ip the client address that the trusted
+// proxies (Base.TrustedProxies, checked by Load) put in X-Forwarded-For.
+// With none, the peer address is used and the header ignored.
+func TrustProxies(e *echo.Echo, b Base) {
+	if len(b.proxies) == 0 {
+		e.IPExtractor = echo.ExtractIPDirect()
+		return
 	}
+	// Echo trusts loopback and private ranges by default: only the
+	// configured ranges are trusted here.
+	opts := []echo.TrustOption{echo.TrustLoopback(false), echo.TrustLinkLocal(false), echo.TrustPrivateNet(false)}
+	for _, p := range b.proxies {
+		opts = append(opts, echo.TrustIPRange(&net.IPNet{
+			IP:   p.Addr().AsSlice(),
+			Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen()),
+		}))
+	}
+	e.IPExtractor = echo.ExtractIPFromXFFHeader(opts...)
+}
+
+// Serve listens on b.ListenAddr and serves e until ctx is done, then shuts
+// down gracefully within the shutdown timeout. At most b.MaxConnections
+// connections are open at once (see limitListener). A listen error is
+// returned at once.
+func Serve(ctx context.Context, log *slog.Logger, e *echo.Echo, b Base) error {
+	inner, err := net.Listen("tcp", b.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", b.ListenAddr, err)
+	}
+	limit := b.MaxConnections
+	if limit <= 0 { // a Base not read by Load
+		limit = defaultMaxConnections
+	}
+	ln := newLimitListener(inner, limit)
 	srv := &http.Server{
 		Handler:           e,
-		ReadHeaderTimeout: t.ReadHeader,
-		ReadTimeout:       t.Read,
-		WriteTimeout:      t.Write,
-		IdleTimeout:       t.Idle,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ConnState:         ln.connState,
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	log.Info("listening", "addr", ln.Addr().String())
+	log.Info("listening", "addr", ln.Addr().String(), "max_connections", ln.max)
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serving: %w", err)
 	case <-ctx.Done():
 	}
-	log.Info("shutting down", "timeout", t.Shutdown.String())
-	sctx, cancel := context.WithTimeout(context.Background(), t.Shutdown)
+	log.Info("shutting down", "timeout", shutdownTimeout.String())
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		_ = srv.Close()

@@ -3,8 +3,10 @@ package service
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -118,7 +120,7 @@ func TestServeShutsDownGracefully(t *testing.T) {
 	ln.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
-	go func() { errc <- Serve(ctx, NewDiscardLogger(), e, addr, Timeouts{}) }()
+	go func() { errc <- Serve(ctx, NewDiscardLogger(), e, Base{ListenAddr: addr}) }()
 
 	var resp *http.Response
 	var err error
@@ -162,7 +164,7 @@ func TestServeReportsListenErrors(t *testing.T) {
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	defer ln.Close()
 	e, _ := newTestEcho(t)
-	err := Serve(context.Background(), NewDiscardLogger(), e, ln.Addr().String(), Timeouts{})
+	err := Serve(context.Background(), NewDiscardLogger(), e, Base{ListenAddr: ln.Addr().String()})
 	if err == nil || !strings.Contains(err.Error(), "listening") {
 		t.Fatalf("got %v", err)
 	}
@@ -192,29 +194,65 @@ func TestHealthcheck(t *testing.T) {
 	}
 }
 
-func TestLoadConfigReportsEveryBadValue(t *testing.T) {
-	var spec struct {
-		A time.Duration `envconfig:"SVC_TEST_A" default:"1s"`
-		B time.Duration `envconfig:"SVC_TEST_B" default:"2s"`
-		C bool          `envconfig:"SVC_TEST_C"`
-		D string        `envconfig:"SVC_TEST_D" default:"d"`
+func TestRemoteIPIgnoresForwardingHeadersUnlessFromATrustedProxy(t *testing.T) {
+	cases := []struct {
+		name    string
+		trusted []string
+		peer    string
+		want    string
+	}{
+		{"no trusted proxies: the peer", nil, "192.0.2.1:1234", "192.0.2.1"},
+		{"no trusted proxies: a private peer too", nil, "10.1.2.3:1234", "10.1.2.3"},
+		{"a trusted proxy's header", []string{"192.0.2.0/24"}, "192.0.2.1:1234", "203.0.113.9"},
+		{"a single trusted IP", []string{"192.0.2.1"}, "192.0.2.1:1234", "203.0.113.9"},
+		{"an untrusted peer's header", []string{"10.0.0.0/8"}, "192.0.2.1:1234", "192.0.2.1"},
 	}
-	t.Setenv("SVC_TEST_A", "soon-secret-1")
-	t.Setenv("SVC_TEST_B", "later-secret-2")
-	t.Setenv("SVC_TEST_C", "maybe-secret-3")
-	err := LoadConfig(&spec)
-	if err == nil {
-		t.Fatal("want an error")
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e, logs := newTestEcho(t)
+			b := Base{ListenAddr: ":1", TrustedProxies: tc.trusted}
+			if errs := b.check(); len(errs) > 0 {
+				t.Fatal(errs)
+			}
+			TrustProxies(e, b)
+			e.GET("/x", func(c echo.Context) error { return c.String(200, c.RealIP()) })
+			req := httptest.NewRequest("GET", "/x", nil)
+			req.RemoteAddr = tc.peer
+			req.Header.Set("X-Forwarded-For", "203.0.113.9")
+			rec := httptest.NewRecorder()
+			e.ServeHTTP(rec, req)
+			if rec.Body.String() != tc.want {
+				t.Errorf("RealIP %q, want %q", rec.Body, tc.want)
+			}
+			if !strings.Contains(logs.String(), `"remote_ip":"`+tc.want+`"`) {
+				t.Errorf("log line lacks remote_ip %s: %s", tc.want, logs)
+			}
+		})
 	}
-	for _, want := range []string{"SVC_TEST_A", "SVC_TEST_B", "SVC_TEST_C"} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("error %q does not name %s", err, want)
-		}
+}
+
+func TestAccessLogIsOneLineWithLatencyInMilliseconds(t *testing.T) {
+	e, logs := newTestEcho(t)
+	e.GET("/x", func(c echo.Context) error {
+		AddLogAttrs(c, slog.String("client_id", "c1"))
+		return c.NoContent(204)
+	})
+	do(e, "GET", "/x")
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	if len(lines) != 1 {
+		t.Fatalf("%d log lines, want 1: %s", len(lines), logs)
 	}
-	if strings.Contains(err.Error(), "secret") {
-		t.Errorf("error %q echoes a value", err)
+	var line map[string]any
+	if err := json.Unmarshal([]byte(lines[0]), &line); err != nil {
+		t.Fatal(err)
 	}
-	if spec.D != "d" {
-		t.Errorf("fields after the bad ones were not read: D=%q", spec.D)
+	if ms, ok := line["latency_ms"].(float64); !ok || ms < 0 {
+		t.Errorf("latency_ms %v (%T), want a number of milliseconds", line["latency_ms"], line["latency_ms"])
+	}
+	if _, ok := line["latency"]; ok {
+		t.Error("the unit-less latency is still logged")
+	}
+	if line["status"] != float64(204) || line["client_id"] != "c1" || line["msg"] != "request" {
+		t.Errorf("line %v", line)
 	}
 }

@@ -29,20 +29,22 @@ type Endpoints struct {
 
 // FromVanityDomain derives the endpoints of a real Wristband application.
 // The domain is a host with an optional port, without scheme or path; the
-// result is always https: certificate checks are never turned off.
+// result is always https: certificate checks are never turned off. Errors
+// do not repeat the domain: they come from configuration, where values are
+// never echoed.
 func FromVanityDomain(domain string) (Endpoints, error) {
 	d := strings.TrimSpace(domain)
 	switch {
 	case d == "":
-		return Endpoints{}, errors.New("vanity domain is empty")
+		return Endpoints{}, errors.New("empty (e.g. acme.us.wristband.dev)")
 	case strings.Contains(d, "://"):
-		return Endpoints{}, fmt.Errorf("vanity domain %q must be a host name such as acme.us.wristband.dev, without a scheme", d)
+		return Endpoints{}, errors.New("a host name without a scheme is wanted (e.g. acme.us.wristband.dev)")
 	case strings.ContainsAny(d, "/?#@ "):
-		return Endpoints{}, fmt.Errorf("vanity domain %q must be a host name with an optional port, without path, query or credentials", d)
+		return Endpoints{}, errors.New("a host name with an optional port is wanted, without path, query or credentials (e.g. acme.us.wristband.dev)")
 	}
 	u, err := url.Parse("https://" + d)
 	if err != nil || u.Hostname() == "" {
-		return Endpoints{}, fmt.Errorf("vanity domain %q is not a valid host name", d)
+		return Endpoints{}, errors.New("not a valid host name (e.g. acme.us.wristband.dev)")
 	}
 	base := "https://" + u.Host
 	return Endpoints{TokenURL: base + TokenPath, JWKSURL: base + JWKSPath, Issuer: base}, nil
@@ -67,17 +69,15 @@ func FromBaseURL(base string) (Endpoints, error) {
 func CheckURL(raw string) (string, error) {
 	s := strings.TrimSpace(raw)
 	u, err := url.Parse(s)
-	if err != nil {
-		return "", errors.New("not a valid URL")
-	}
-	if u.User != nil {
-		return "", errors.New("URL must not carry credentials")
-	}
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return "", errors.New("must be an http:// or https:// URL")
-	}
-	if u.Host == "" {
-		return "", errors.New("URL has no host")
+	switch {
+	case err != nil:
+		return "", errors.New("not a valid URL (e.g. https://idp.example.com)")
+	case u.User != nil:
+		return "", errors.New("the URL must not carry credentials (e.g. https://idp.example.com)")
+	case u.Scheme != "http" && u.Scheme != "https":
+		return "", errors.New("not an http:// or https:// URL (e.g. https://idp.example.com)")
+	case u.Host == "":
+		return "", errors.New("the URL has no host (e.g. https://idp.example.com)")
 	}
 	return s, nil
 }
@@ -90,43 +90,79 @@ func CheckURL(raw string) (string, error) {
 type Source struct {
 	VanityDomain string // APPLICATION_VANITY_DOMAIN
 	EmulatorURL  string // WRISTBAND_EMULATOR_URL, used only without a vanity domain
-	TokenURL     string // explicit override
-	JWKSURL      string // explicit override
-	Issuer       string // explicit override
+	TokenURL     string // TOKEN_URL, explicit override
+	JWKSURL      string // JWKS_URL, explicit override
+	Issuer       string // ISSUER, explicit override
 }
 
-// Resolve applies the precedence. Fields that no source provides stay empty;
-// the caller decides which ones it needs.
-func (s Source) Resolve() (Endpoints, error) {
+// Need names an endpoint the caller cannot do without.
+type Need int
+
+// The endpoints Resolve can be asked to insist on.
+const (
+	NeedTokenURL Need = iota
+	NeedJWKSURL
+	NeedIssuer
+)
+
+// Resolve applies the precedence. Every problem is reported at once, each
+// once, naming the environment variable to fix and never its value: a
+// malformed value, and each needed endpoint that no source provides (unless
+// it is missing only because a value given for it is malformed). Fields
+// nothing provides and nobody needs stay empty.
+func (s Source) Resolve(need ...Need) (Endpoints, error) {
 	var base Endpoints
-	var err error
+	var errs []error
+	baseBroken := false
 	switch {
 	case strings.TrimSpace(s.VanityDomain) != "":
-		base, err = FromVanityDomain(s.VanityDomain)
+		var err error
+		if base, err = FromVanityDomain(s.VanityDomain); err != nil {
+			errs = append(errs, fmt.Errorf("APPLICATION_VANITY_DOMAIN: %w", err))
+			baseBroken = true
+		}
 	case strings.TrimSpace(s.EmulatorURL) != "":
-		base, err = FromBaseURL(s.EmulatorURL)
+		var err error
+		if base, err = FromBaseURL(s.EmulatorURL); err != nil {
+			errs = append(errs, fmt.Errorf("WRISTBAND_EMULATOR_URL: %w", err))
+			baseBroken = true
+		}
 	}
-	if err != nil {
-		return Endpoints{}, err
-	}
-	var errs []error
-	override := func(dst *string, v, name string) {
+	broken := map[Need]bool{}
+	override := func(dst *string, v string, n Need, name string) {
 		if strings.TrimSpace(v) == "" {
 			return
 		}
-		if name == "issuer" {
+		if n == NeedIssuer {
 			*dst = strings.TrimSpace(v)
 			return
 		}
 		u, err := CheckURL(v)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			broken[n] = true
 			return
 		}
 		*dst = u
 	}
-	override(&base.TokenURL, s.TokenURL, "token URL")
-	override(&base.JWKSURL, s.JWKSURL, "JWKS URL")
-	override(&base.Issuer, s.Issuer, "issuer")
-	return base, errors.Join(errs...)
+	override(&base.TokenURL, s.TokenURL, NeedTokenURL, "TOKEN_URL")
+	override(&base.JWKSURL, s.JWKSURL, NeedJWKSURL, "JWKS_URL")
+	override(&base.Issuer, s.Issuer, NeedIssuer, "ISSUER")
+	for _, n := range need {
+		if broken[n] || baseBroken {
+			continue
+		}
+		switch {
+		case n == NeedTokenURL && base.TokenURL == "":
+			errs = append(errs, errors.New("TOKEN_URL: no token endpoint; set APPLICATION_VANITY_DOMAIN (real Wristband, e.g. acme.us.wristband.dev), TOKEN_URL, or WRISTBAND_EMULATOR_URL (e.g. http://127.0.0.1:6003)"))
+		case n == NeedJWKSURL && base.JWKSURL == "":
+			errs = append(errs, errors.New("JWKS_URL: no JWKS URL; set APPLICATION_VANITY_DOMAIN (real Wristband, e.g. acme.us.wristband.dev), JWKS_URL, or WRISTBAND_EMULATOR_URL (e.g. http://127.0.0.1:6003)"))
+		case n == NeedIssuer && base.Issuer == "":
+			errs = append(errs, errors.New("ISSUER: no issuer; set APPLICATION_VANITY_DOMAIN (real Wristband, e.g. acme.us.wristband.dev), ISSUER, or WRISTBAND_EMULATOR_URL (e.g. http://127.0.0.1:6003)"))
+		}
+	}
+	if len(errs) > 0 {
+		return Endpoints{}, errors.Join(errs...)
+	}
+	return base, nil
 }

@@ -20,7 +20,7 @@ import (
 const defaultAddr = ":6002"
 
 type config struct {
-	ListenAddr string `envconfig:"LISTEN_ADDR" default:":6002"`
+	service.Base
 
 	// Where the keys and the issuer come from: see wristband.Source.
 	VanityDomain string `envconfig:"APPLICATION_VANITY_DOMAIN"`
@@ -36,36 +36,41 @@ type config struct {
 	AllowedClientIDs []string      `envconfig:"ALLOWED_CLIENT_IDS"`
 	AllowedSubKinds  []string      `envconfig:"ALLOWED_SUB_KINDS"`                  // Wristband: "client" admits only M2M client tokens
 	RefreshCooldown  time.Duration `envconfig:"JWKS_REFRESH_COOLDOWN" default:"5s"` // least gap between unknown-kid JWKS refetches
-
-	LogFormat string `envconfig:"LOG_FORMAT" default:"json"`
-	LogLevel  string `envconfig:"LOG_LEVEL" default:"info"`
 }
 
 func main() { service.Main("protected-data", defaultAddr, run) }
 
-func run(ctx context.Context, _ []string) error {
-	var cfg config
-	log, errs := service.Load(&cfg, &cfg.LogFormat, &cfg.LogLevel)
-	if err := service.CheckListenAddr("LISTEN_ADDR", cfg.ListenAddr); err != nil {
-		errs = append(errs, err)
-	}
+// validate reports every problem with the service's own settings at once,
+// each naming its variable, never its value.
+func (c config) validate() (wristband.Endpoints, []error) {
+	var errs []error
 	ep, err := wristband.Source{
-		VanityDomain: cfg.VanityDomain, EmulatorURL: cfg.EmulatorURL,
-		JWKSURL: cfg.JWKSURL, Issuer: cfg.Issuer,
-	}.Resolve()
+		VanityDomain: c.VanityDomain, EmulatorURL: c.EmulatorURL,
+		JWKSURL: c.JWKSURL, Issuer: c.Issuer,
+	}.Resolve(wristband.NeedJWKSURL, wristband.NeedIssuer)
 	if err != nil {
 		errs = append(errs, err)
 	}
-	if ep.JWKSURL == "" {
-		errs = append(errs, errors.New("no JWKS URL: set APPLICATION_VANITY_DOMAIN (real Wristband), JWKS_URL, or WRISTBAND_EMULATOR_URL"))
+	for _, a := range c.Algorithms {
+		if !jwtauth.SupportedAlgorithm(a) {
+			errs = append(errs, errors.New("ALGORITHMS: only asymmetric JWS algorithms are accepted (e.g. RS256 or RS256,ES256; also RS384/512, PS256/384/512, ES384/512, EdDSA)"))
+			break
+		}
 	}
-	if ep.Issuer == "" {
-		errs = append(errs, errors.New("no issuer: set APPLICATION_VANITY_DOMAIN (real Wristband), ISSUER, or WRISTBAND_EMULATOR_URL"))
+	if c.Leeway > jwtauth.MaxLeeway {
+		errs = append(errs, fmt.Errorf("CLOCK_LEEWAY: more than %s, which would lengthen every token's life rather than absorb clock skew (e.g. 30s; a negative value means none)", jwtauth.MaxLeeway))
 	}
-	if cfg.RefreshCooldown <= 0 {
-		errs = append(errs, errors.New("JWKS_REFRESH_COOLDOWN: must be a positive duration, e.g. 5s"))
+	if c.RefreshCooldown <= 0 {
+		errs = append(errs, errors.New("JWKS_REFRESH_COOLDOWN: must be a positive duration (e.g. 5s)"))
 	}
-	if err := errors.Join(errs...); err != nil {
+	return ep, errs
+}
+
+func run(ctx context.Context, _ []string) error {
+	var cfg config
+	log, errs := service.Load(&cfg, defaultAddr)
+	ep, verrs := cfg.validate()
+	if err := errors.Join(append(errs, verrs...)...); err != nil {
 		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
 
@@ -97,7 +102,8 @@ func run(ctx context.Context, _ []string) error {
 		opts = append(opts, jwtauth.AllowSubKinds(cfg.AllowedSubKinds...))
 	}
 	e := service.NewEcho(log)
+	service.TrustProxies(e, cfg.Base)
 	service.Health(e, log, service.Check{Name: "jwks", Fn: func(context.Context) error { return v.Ready() }})
 	api.Register(e, v.Middleware(opts...), host)
-	return service.Serve(ctx, log, e, cfg.ListenAddr, service.Timeouts{})
+	return service.Serve(ctx, log, e, cfg.Base)
 }

@@ -4,11 +4,15 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
+	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -25,12 +29,13 @@ const defaultAddr = ":6001"
 const maxDownstreamTimeout = 25 * time.Second
 
 type config struct {
-	ListenAddr string `envconfig:"LISTEN_ADDR" default:":6001"`
+	service.Base
 
-	// The reference demo's .env, unchanged.
+	// The reference demo's .env, unchanged. The secret may come from the
+	// file CLIENT_SECRET_FILE names instead (Docker/Kubernetes secrets).
 	VanityDomain string `envconfig:"APPLICATION_VANITY_DOMAIN"`
 	ClientID     string `envconfig:"CLIENT_ID"`
-	ClientSecret string `envconfig:"CLIENT_SECRET"`
+	ClientSecret string `envconfig:"CLIENT_SECRET" secret:"true"`
 
 	// Overrides and the emulator fallback: see wristband.Source.
 	TokenURL    string `envconfig:"TOKEN_URL"`
@@ -47,64 +52,63 @@ type config struct {
 	TokenTimeout   time.Duration `envconfig:"TOKEN_TIMEOUT" default:"10s"`
 	TokenMargin    time.Duration `envconfig:"TOKEN_MARGIN"`
 
-	LogFormat string `envconfig:"LOG_FORMAT" default:"json"`
-	LogLevel  string `envconfig:"LOG_LEVEL" default:"info"`
+	// Scopes, audience, client authentication method: see tokens.go.
+	TokenEnv
 }
 
 func main() { service.Main("public-gateway", defaultAddr, run) }
 
-// validate reports every problem at once. The secret is checked for
-// presence only and never printed.
-func (c config) validate() (wristband.Endpoints, error) {
+// validate reports every problem with the gateway's own settings at once,
+// each naming its variable, never its value. The secret is checked for
+// presence only.
+func (c config) validate() (wristband.Endpoints, m2m.Config, []error) {
 	var errs []error
-	if err := service.CheckListenAddr("LISTEN_ADDR", c.ListenAddr); err != nil {
+	ep, err := wristband.Source{VanityDomain: c.VanityDomain, EmulatorURL: c.EmulatorURL, TokenURL: c.TokenURL}.Resolve(wristband.NeedTokenURL)
+	if err != nil {
 		errs = append(errs, err)
 	}
-	ep, err := wristband.Source{VanityDomain: c.VanityDomain, EmulatorURL: c.EmulatorURL, TokenURL: c.TokenURL}.Resolve()
-	if err != nil {
-		errs = append(errs, fmt.Errorf("APPLICATION_VANITY_DOMAIN/TOKEN_URL/WRISTBAND_EMULATOR_URL: %w", err))
-	} else if ep.TokenURL == "" {
-		errs = append(errs, errors.New("no token endpoint: set APPLICATION_VANITY_DOMAIN (real Wristband), TOKEN_URL, or WRISTBAND_EMULATOR_URL"))
-	}
 	if strings.TrimSpace(c.ClientID) == "" {
-		errs = append(errs, errors.New("CLIENT_ID is empty"))
+		errs = append(errs, errors.New("CLIENT_ID: empty; the M2M client's ID from the Wristband dashboard (e.g. demo-client with the emulator)"))
 	}
-	if c.ClientSecret == "" {
-		errs = append(errs, errors.New("CLIENT_SECRET is empty"))
-	}
+	tc, tokenErrs := c.tokenConfig(c.ClientSecret, c.Reported("CLIENT_SECRET"))
+	errs = append(errs, tokenErrs...)
 	if _, err := wristband.CheckURL(c.ProtectedDataURL); err != nil {
 		errs = append(errs, fmt.Errorf("PROTECTED_DATA_URL: %w", err))
 	}
 	// The server's write timeout (30s) must not cut an answer short.
-	if c.DownstreamTimeout <= 0 || c.DownstreamTimeout > maxDownstreamTimeout {
-		errs = append(errs, fmt.Errorf("DOWNSTREAM_TIMEOUT must be between 0 and %s", maxDownstreamTimeout))
+	downstreamOK := c.DownstreamTimeout > 0 && c.DownstreamTimeout <= maxDownstreamTimeout
+	if !downstreamOK {
+		errs = append(errs, fmt.Errorf("DOWNSTREAM_TIMEOUT: must be above 0 and at most %s (e.g. 5s)", maxDownstreamTimeout))
 	}
-	if c.DownstreamAttemptTimeout < 0 || c.DownstreamAttemptTimeout > c.DownstreamTimeout {
-		errs = append(errs, errors.New("DOWNSTREAM_ATTEMPT_TIMEOUT must be between 0 (half of DOWNSTREAM_TIMEOUT) and DOWNSTREAM_TIMEOUT"))
+	// Compared with DOWNSTREAM_TIMEOUT only when that one is valid: one
+	// mistake, one message.
+	if c.DownstreamAttemptTimeout < 0 || downstreamOK && c.DownstreamAttemptTimeout > c.DownstreamTimeout {
+		errs = append(errs, errors.New("DOWNSTREAM_ATTEMPT_TIMEOUT: must be between 0 (half of DOWNSTREAM_TIMEOUT) and DOWNSTREAM_TIMEOUT (e.g. 2s)"))
 	}
 	if c.TokenTimeout <= 0 {
-		errs = append(errs, errors.New("TOKEN_TIMEOUT must be positive"))
+		errs = append(errs, errors.New("TOKEN_TIMEOUT: must be above 0 (e.g. 10s)"))
 	}
 	if c.TokenMargin < 0 {
-		errs = append(errs, errors.New("TOKEN_MARGIN must not be negative"))
+		errs = append(errs, errors.New("TOKEN_MARGIN: must not be negative (e.g. 1m; 0 for the default)"))
 	}
-	return ep, errors.Join(errs...)
+	return ep, tc, errs
 }
 
-func run(ctx context.Context, _ []string) error {
+func run(ctx context.Context, args []string) error {
+	if len(args) > 0 && args[0] == "jwks" {
+		return jwksCommand(os.Stdout)
+	}
 	var cfg config
-	log, errs := service.Load(&cfg, &cfg.LogFormat, &cfg.LogLevel)
-	ep, err := cfg.validate()
-	if err = errors.Join(append(errs, err)...); err != nil {
+	log, errs := service.Load(&cfg, defaultAddr)
+	ep, tc, verrs := cfg.validate()
+	if err := errors.Join(append(errs, verrs...)...); err != nil {
 		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
 
-	tokens, err := m2m.New(m2m.Config{
-		TokenURL: ep.TokenURL, ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret,
-		HTTPClient:     &http.Client{Timeout: cfg.TokenTimeout},
-		RequestTimeout: cfg.TokenTimeout,
-		Margin:         cfg.TokenMargin, Logger: log,
-	})
+	tc.TokenURL, tc.ClientID = ep.TokenURL, cfg.ClientID
+	tc.HTTPClient = &http.Client{Timeout: cfg.TokenTimeout}
+	tc.RequestTimeout, tc.Margin, tc.Logger = cfg.TokenTimeout, cfg.TokenMargin, log
+	tokens, err := m2m.New(tc)
 	if err != nil {
 		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
@@ -115,6 +119,8 @@ func run(ctx context.Context, _ []string) error {
 
 	log.Info("public-gateway starting",
 		slog.String("token_url", ep.TokenURL), slog.String("client_id", cfg.ClientID),
+		slog.String("token_auth_method", string(cmp.Or(tc.AuthMethod, m2m.ClientSecretBasic))),
+		slog.Any("token_scopes", tc.Scopes), slog.Any("token_params", slices.Sorted(maps.Keys(tc.EndpointParams))),
 		slog.String("protected_data_url", cfg.ProtectedDataURL))
 
 	// Client-side balancing over every address protected-data's name resolves
@@ -122,10 +128,7 @@ func run(ctx context.Context, _ []string) error {
 	// passive health and retries of the idempotent GET on another replica.
 	// A killed container often sends no reset, only silence: a per-attempt
 	// bound under DOWNSTREAM_TIMEOUT leaves time to retry elsewhere.
-	attempt := cfg.DownstreamAttemptTimeout
-	if attempt == 0 {
-		attempt = cfg.DownstreamTimeout / 2
-	}
+	attempt := cmp.Or(cfg.DownstreamAttemptTimeout, cfg.DownstreamTimeout/2)
 	tr, err := lb.NewTransport(lb.Config{Logger: log, AttemptTimeout: attempt})
 	if err != nil {
 		return fmt.Errorf("downstream transport: %w", err)
@@ -133,6 +136,7 @@ func run(ctx context.Context, _ []string) error {
 	defer tr.Close()
 
 	e := service.NewEcho(log)
+	service.TrustProxies(e, cfg.Base)
 	service.Health(e, log, service.Check{Name: "token", Fn: func(context.Context) error { return tokens.Ready() }})
 	gateway.New(gateway.Config{
 		ProtectedDataURL: cfg.ProtectedDataURL,
@@ -142,5 +146,5 @@ func run(ctx context.Context, _ []string) error {
 		Tokens:           tokens,
 		Log:              log,
 	}).Register(e)
-	return service.Serve(ctx, log, e, cfg.ListenAddr, service.Timeouts{})
+	return service.Serve(ctx, log, e, cfg.Base)
 }

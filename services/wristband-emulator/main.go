@@ -18,32 +18,33 @@ import (
 const defaultAddr = ":6003"
 
 type config struct {
-	ListenAddr     string        `envconfig:"LISTEN_ADDR" default:":6003"`
-	Issuer         string        `envconfig:"ISSUER" default:"http://127.0.0.1:6003"`
-	Clients        string        `envconfig:"CLIENTS" default:"demo-client:demo-secret"`
+	service.Base
+
+	Issuer string `envconfig:"ISSUER" default:"http://127.0.0.1:6003"`
+	// id:secret pairs; CLIENTS_FILE may name a file holding them instead.
+	Clients        string        `envconfig:"CLIENTS" default:"demo-client:demo-secret" secret:"true"`
 	TokenLifetime  time.Duration `envconfig:"TOKEN_LIFETIME" default:"30m"`
 	SigningKeyFile string        `envconfig:"SIGNING_KEY_FILE"`
 	KeyID          string        `envconfig:"KEY_ID"`
 	AppID          string        `envconfig:"APP_ID" default:"emulated-app"`
 	TenantID       string        `envconfig:"TENANT_ID" default:"emulated-tenant"`
-	LogFormat      string        `envconfig:"LOG_FORMAT" default:"json"`
-	LogLevel       string        `envconfig:"LOG_LEVEL" default:"info"`
 }
 
 func main() { service.Main("wristband-emulator", defaultAddr, run) }
 
 func run(ctx context.Context, _ []string) error {
 	var cfg config
-	log, errs := service.Load(&cfg, &cfg.LogFormat, &cfg.LogLevel)
+	log, errs := service.Load(&cfg, defaultAddr)
 	clients, cerr := idp.ParseClients(cfg.Clients)
 	if cerr != nil {
-		errs = append(errs, cerr)
+		// Not cerr's text: this message names CLIENTS_FILE too.
+		errs = append(errs, errors.New("CLIENTS (or CLIENTS_FILE): not a comma-separated list of id:secret pairs (e.g. demo-client:demo-secret,other:s3cret)"))
 	}
-	if err := service.CheckListenAddr("LISTEN_ADDR", cfg.ListenAddr); err != nil {
-		errs = append(errs, err)
+	if cfg.TokenLifetime < time.Second {
+		errs = append(errs, errors.New("TOKEN_LIFETIME: must be at least 1s (e.g. 30m)"))
 	}
 	if cfg.Issuer == "" {
-		errs = append(errs, errors.New("ISSUER is empty"))
+		errs = append(errs, errors.New("ISSUER: empty (e.g. http://127.0.0.1:6003, the emulator's own base URL)"))
 	} else if _, err := wristband.CheckURL(cfg.Issuer); err != nil {
 		errs = append(errs, fmt.Errorf("ISSUER: %w", err))
 	}
@@ -71,7 +72,8 @@ func run(ctx context.Context, _ []string) error {
 		slog.Bool("key_from_file", cfg.SigningKeyFile != ""))
 
 	e := service.NewEcho(log)
+	service.TrustProxies(e, cfg.Base)
 	service.Health(e, log)
 	p.Register(e)
-	return service.Serve(ctx, log, e, cfg.ListenAddr, service.Timeouts{})
+	return service.Serve(ctx, log, e, cfg.Base)
 }

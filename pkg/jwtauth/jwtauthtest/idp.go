@@ -22,10 +22,12 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/wristband"
 )
 
 // JWKSPath is where Wristband serves its JWKS; the fake serves it there.
-const JWKSPath = "/api/v1/oauth2/jwks"
+const JWKSPath = wristband.JWKSPath
 
 // Key is a signing key and how it is published in the JWKS.
 type Key struct {

@@ -11,10 +11,6 @@ import (
 	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/service"
 )
 
-// HeaderServedBy names the replica that answered, so that load spreading
-// across replicas can be seen from outside (the gateway passes it on).
-const HeaderServedBy = "X-Served-By"
-
 // DataResponse is the protected payload.
 type DataResponse struct {
 	ProtectedData string `json:"protectedData"`
@@ -25,10 +21,12 @@ type DataResponse struct {
 func Register(e *echo.Echo, auth echo.MiddlewareFunc, servedBy string) {
 	body := DataResponse{ProtectedData: "here I am"}
 	e.GET("/api/protected/data", func(c echo.Context) error {
+		// Who called, for the audit trail: identifiers only, never the token.
 		if cl, ok := jwtauth.ClaimsFrom(c); ok {
-			service.AddLogAttrs(c, slog.String("client_id", cl.ClientID))
+			service.AddLogAttrs(c, slog.String("client_id", cl.ClientID),
+				slog.String("sub", cl.Subject), slog.String("jti", cl.ID))
 		}
-		c.Response().Header().Set(HeaderServedBy, servedBy)
+		c.Response().Header().Set(service.HeaderServedBy, servedBy)
 		return c.JSON(http.StatusOK, body)
 	}, auth)
 }

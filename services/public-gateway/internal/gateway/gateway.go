@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-resty/resty/v2"
@@ -23,10 +25,6 @@ const (
 	PublicPath    = "/api/public/data"
 	ProtectedPath = "/api/protected/data"
 )
-
-// HeaderServedBy is protected-data's replica name, passed on to callers so
-// that load spreading can be observed.
-const HeaderServedBy = "X-Served-By"
 
 // maxDownstreamBody bounds what the gateway reads from protected-data: its
 // answers are tens of bytes.
@@ -57,6 +55,8 @@ type Gateway struct {
 	exposed []string // response headers passed on by the forwarding route
 	served  bool
 	log     *slog.Logger
+
+	refusedLog, timeoutLog, unreachableLog logEvery
 }
 
 // New builds the two downstream clients once; they are safe for concurrent
@@ -80,7 +80,7 @@ func New(cfg Config) *Gateway {
 	cfg.Tokens.Attach(api)
 	exposed := []string{echo.HeaderWWWAuthenticate, "Retry-After", "Cache-Control"}
 	if cfg.ExposeServedBy {
-		exposed = append(exposed, HeaderServedBy)
+		exposed = append(exposed, service.HeaderServedBy)
 	}
 	return &Gateway{api: api, forward: mk(), timeout: cfg.Timeout, exposed: exposed, served: cfg.ExposeServedBy, log: cfg.Log}
 }
@@ -105,16 +105,16 @@ func (g *Gateway) public(c echo.Context) error {
 	if err != nil {
 		return g.downstreamError(c, err)
 	}
-	if sb := resp.Header().Get(HeaderServedBy); sb != "" && g.served {
-		c.Response().Header().Set(HeaderServedBy, sb)
+	if sb := resp.Header().Get(service.HeaderServedBy); sb != "" && g.served {
+		c.Response().Header().Set(service.HeaderServedBy, sb)
 	}
 	switch resp.StatusCode() {
 	case http.StatusOK:
 	case http.StatusUnauthorized, http.StatusForbidden:
 		// Already retried once with a fresh token: our credentials are not
 		// good enough for protected-data. The caller can do nothing about it.
-		g.log.Warn("protected-data refused the gateway's token", "status", resp.StatusCode(),
-			"request_id", c.Response().Header().Get(service.HeaderRequestID))
+		g.logCause(&g.refusedLog, "protected-data refused the gateway's token",
+			errors.New(http.StatusText(resp.StatusCode())), c.Response().Header().Get(service.HeaderRequestID))
 		return service.JSONError(c, http.StatusBadGateway, "bad_gateway", "protected-data refused the gateway's credentials")
 	case http.StatusServiceUnavailable:
 		c.Response().Header().Set("Retry-After", "1")
@@ -170,16 +170,39 @@ func (g *Gateway) downstreamError(c echo.Context, err error) error {
 		g.log.Debug("caller went away during the downstream call", "request_id", rid)
 		return c.NoContent(499)
 	case errors.Is(err, m2m.ErrTokenUnavailable):
-		g.log.Warn("no M2M token for the downstream call", "err", err, "request_id", rid)
-		c.Response().Header().Set("Retry-After", "1")
+		// The token source logs the cause itself, once per change and then
+		// once a minute: a WARN here per request would bury it (issue 8.5).
+		g.log.Debug("no M2M token for the downstream call", "err", err, "request_id", rid)
+		// When the token source's next attempt is due: a caller that comes
+		// back then finds a token if the IdP has recovered.
+		c.Response().Header().Set("Retry-After", strconv.Itoa(int(m2m.RetryAfter(err)/time.Second)))
 		return service.JSONError(c, http.StatusServiceUnavailable, "temporarily_unavailable", "the gateway holds no valid access token; try again shortly")
 	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
-		g.log.Warn("protected-data timed out", "err", err, "request_id", rid)
+		g.logCause(&g.timeoutLog, "protected-data timed out", err, rid)
 		return service.JSONError(c, http.StatusGatewayTimeout, "gateway_timeout", "protected-data did not answer in time")
 	default:
-		g.log.Warn("protected-data unreachable", "err", err, "request_id", rid)
+		g.logCause(&g.unreachableLog, "protected-data unreachable", err, rid)
 		return service.JSONError(c, http.StatusBadGateway, "bad_gateway", "protected-data is unreachable")
 	}
+}
+
+// logEvery limits one cause to one WARN a minute; the requests in between
+// are logged at Debug, and each of them keeps its access-log line with the
+// status. The next WARN says how many were folded into it.
+type logEvery struct {
+	last       atomic.Int64 // unix nanoseconds of the last WARN
+	suppressed atomic.Int64
+}
+
+func (g *Gateway) logCause(l *logEvery, msg string, err error, rid string) {
+	now := time.Now().UnixNano()
+	last := l.last.Load()
+	if now-last < int64(time.Minute) || !l.last.CompareAndSwap(last, now) {
+		l.suppressed.Add(1)
+		g.log.Debug(msg, "err", err, "request_id", rid)
+		return
+	}
+	g.log.Warn(msg, "err", err, "request_id", rid, "similar_since_last_warning", l.suppressed.Swap(0))
 }
 
 // discardLogger silences resty: its messages can carry request details we

@@ -1,10 +1,15 @@
 package gateway
 
 import (
+	"context"
+	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -80,7 +85,7 @@ func answer(status int, body string, hdr ...string) http.HandlerFunc {
 }
 
 func TestPublicRoute(t *testing.T) {
-	ok := answer(200, `{"protectedData":"here I am"}`, HeaderServedBy, "replica-7")
+	ok := answer(200, `{"protectedData":"here I am"}`, service.HeaderServedBy, "replica-7")
 	cases := []struct {
 		name       string
 		downstream http.HandlerFunc
@@ -107,7 +112,7 @@ func TestPublicRoute(t *testing.T) {
 			if tc.retryAfter != (rec.Header().Get("Retry-After") != "") {
 				t.Errorf("Retry-After %q", rec.Header().Get("Retry-After"))
 			}
-			if sb := rec.Header().Get(HeaderServedBy); sb != "" {
+			if sb := rec.Header().Get(service.HeaderServedBy); sb != "" {
 				t.Errorf("X-Served-By %q leaked without ExposeServedBy", sb)
 			}
 			sn.mu.Lock()
@@ -122,21 +127,21 @@ func TestPublicRoute(t *testing.T) {
 }
 
 func TestPublicRouteExposesServedByWhenAsked(t *testing.T) {
-	e, _ := newGateway(t, answer(200, `{"protectedData":"here I am"}`, HeaderServedBy, "replica-7"), false, true)
-	if rec := call(e, PublicPath); rec.Header().Get(HeaderServedBy) != "replica-7" {
-		t.Fatalf("X-Served-By %q", rec.Header().Get(HeaderServedBy))
+	e, _ := newGateway(t, answer(200, `{"protectedData":"here I am"}`, service.HeaderServedBy, "replica-7"), false, true)
+	if rec := call(e, PublicPath); rec.Header().Get(service.HeaderServedBy) != "replica-7" {
+		t.Fatalf("X-Served-By %q", rec.Header().Get(service.HeaderServedBy))
 	}
 }
 
 func TestProtectedRouteForwardsTheCallersCredentials(t *testing.T) {
 	challenge := `Bearer realm="protected-data", error="invalid_token"`
-	e, sn := newGateway(t, answer(401, `{"error":"invalid_token"}`, "WWW-Authenticate", challenge, HeaderServedBy, "replica-7"), false, false)
+	e, sn := newGateway(t, answer(401, `{"error":"invalid_token"}`, "WWW-Authenticate", challenge, service.HeaderServedBy, "replica-7"), false, false)
 
 	rec := call(e, ProtectedPath, "Bearer a", "Bearer b")
 	if rec.Code != 401 || rec.Header().Get("WWW-Authenticate") != challenge || !strings.Contains(rec.Body.String(), "invalid_token") {
 		t.Fatalf("got %d %q %s", rec.Code, rec.Header().Get("WWW-Authenticate"), rec.Body)
 	}
-	if rec.Header().Get(HeaderServedBy) != "" {
+	if rec.Header().Get(service.HeaderServedBy) != "" {
 		t.Error("X-Served-By passed on without ExposeServedBy")
 	}
 	rec = call(e, ProtectedPath)
@@ -150,5 +155,124 @@ func TestProtectedRouteForwardsTheCallersCredentials(t *testing.T) {
 	}
 	if len(sn.auth[1]) != 0 {
 		t.Fatalf("second call forwarded %q: the gateway must never lend its own token", sn.auth[1])
+	}
+}
+
+// countingTokenEndpoint hands out tok-1, tok-2, ... and counts requests.
+func countingTokenEndpoint(t *testing.T) (string, *atomic.Int32) {
+	t.Helper()
+	var n atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		i := n.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = fmt.Fprintf(w, `{"access_token":"tok-%d","token_type":"Bearer","expires_in":3600}`, i)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL, &n
+}
+
+// gatewayAt serves the gateway's routes in front of protected-data at url.
+func gatewayAt(t *testing.T, url, tokenURL string, timeout time.Duration) *echo.Echo {
+	t.Helper()
+	ts, err := m2m.New(m2m.Config{TokenURL: tokenURL, ClientID: "c", ClientSecret: "s",
+		MinBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ts.Close() })
+	e := service.NewEcho(service.NewDiscardLogger())
+	New(Config{ProtectedDataURL: url, Timeout: timeout, Transport: http.DefaultTransport,
+		Tokens: ts, Log: service.NewDiscardLogger()}).Register(e)
+	return e
+}
+
+func TestPublicRouteDownstream401IsRetriedOnceWithAFreshTokenThen502(t *testing.T) {
+	var mu sync.Mutex
+	var got []string
+	pd := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got = append(got, r.Header.Get("Authorization"))
+		mu.Unlock()
+		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+		w.WriteHeader(http.StatusUnauthorized)
+	}))
+	t.Cleanup(pd.Close)
+	tokenURL, fetches := countingTokenEndpoint(t)
+	e := gatewayAt(t, pd.URL, tokenURL, 2*time.Second)
+
+	rec := call(e, PublicPath)
+	if rec.Code != http.StatusBadGateway || !strings.Contains(rec.Body.String(), `"error":"bad_gateway"`) {
+		t.Fatalf("got %d %s, want 502 JSON", rec.Code, rec.Body)
+	}
+	if rec.Header().Get("WWW-Authenticate") != "" {
+		t.Error("protected-data's challenge to the gateway reached the caller")
+	}
+	mu.Lock()
+	calls := slices.Clone(got)
+	mu.Unlock()
+	if want := []string{"Bearer tok-1", "Bearer tok-2"}; !slices.Equal(calls, want) {
+		t.Errorf("protected-data saw %q, want %q (one retry with a fresh token)", calls, want)
+	}
+	if n := fetches.Load(); n != 2 {
+		t.Errorf("%d token requests, want 2", n)
+	}
+}
+
+func TestPublicRouteSlowDownstreamIs504(t *testing.T) {
+	release := make(chan struct{})
+	pd := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(pd.Close)
+	t.Cleanup(func() { close(release) })
+	tokenURL, _ := countingTokenEndpoint(t)
+	e := gatewayAt(t, pd.URL, tokenURL, 200*time.Millisecond)
+	rec := call(e, PublicPath)
+	if rec.Code != http.StatusGatewayTimeout || !strings.Contains(rec.Body.String(), `"error":"gateway_timeout"`) {
+		t.Fatalf("got %d %s, want 504 JSON", rec.Code, rec.Body)
+	}
+}
+
+func TestDownstreamConnectionRefusedIs502(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + ln.Addr().String()
+	ln.Close() // nothing listens there now: connections are refused
+	tokenURL, _ := countingTokenEndpoint(t)
+	e := gatewayAt(t, url, tokenURL, 2*time.Second)
+	for _, path := range []string{PublicPath, ProtectedPath} {
+		rec := call(e, path, "Bearer x")
+		if rec.Code != http.StatusBadGateway || !strings.Contains(rec.Body.String(), "protected-data is unreachable") {
+			t.Errorf("%s: got %d %s, want 502 JSON", path, rec.Code, rec.Body)
+		}
+	}
+}
+
+func TestCallerHangingUpIs499(t *testing.T) {
+	entered := make(chan struct{}, 1)
+	pd := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
+		<-r.Context().Done() // answers only when the gateway gives up
+	}))
+	t.Cleanup(pd.Close)
+	tokenURL, _ := countingTokenEndpoint(t)
+	e := gatewayAt(t, pd.URL, tokenURL, 30*time.Second)
+	for _, path := range []string{PublicPath, ProtectedPath} {
+		ctx, cancel := context.WithCancel(context.Background())
+		req := httptest.NewRequest(http.MethodGet, path, nil).WithContext(ctx)
+		rec := httptest.NewRecorder()
+		done := make(chan struct{})
+		go func() { defer close(done); e.ServeHTTP(rec, req) }()
+		<-entered
+		cancel()
+		<-done
+		if rec.Code != 499 || rec.Body.Len() != 0 {
+			t.Errorf("%s: got %d %q, want 499 with no body", path, rec.Code, rec.Body)
+		}
 	}
 }

@@ -29,12 +29,9 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jws"
 	"github.com/lestrrat-go/jwx/v2/jwt"
-)
 
-// Paths, as on Wristband.
-const (
-	TokenPath = "/api/v1/oauth2/token"
-	JWKSPath  = "/api/v1/oauth2/jwks"
+	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/service"
+	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/wristband"
 )
 
 // Config of the emulated application.
@@ -117,19 +114,15 @@ func (p *IdP) Issued() uint64 { return p.issued.Load() }
 
 // Register adds the endpoints to e.
 func (p *IdP) Register(e *echo.Echo) {
-	e.POST(TokenPath, p.token)
-	e.GET(JWKSPath, p.jwksHandler)
+	// The paths are Wristband's own, from the one place that defines them.
+	e.POST(wristband.TokenPath, p.token)
+	e.GET(wristband.JWKSPath, p.jwksHandler)
 }
 
 type tokenResponse struct {
 	AccessToken string `json:"access_token"`
 	TokenType   string `json:"token_type"`
 	ExpiresIn   int64  `json:"expires_in"`
-}
-
-type oauthError struct {
-	Error       string `json:"error"`
-	Description string `json:"error_description"`
 }
 
 func (p *IdP) fail(c echo.Context, status int, code, desc string) error {
@@ -139,7 +132,7 @@ func (p *IdP) fail(c echo.Context, status int, code, desc string) error {
 	if status == http.StatusUnauthorized {
 		h.Set("WWW-Authenticate", `Basic realm="wristband-emulator"`)
 	}
-	return c.JSON(status, oauthError{Error: code, Description: desc})
+	return c.JSON(status, service.ErrorBody{Error: code, Description: desc})
 }
 
 // maxFormBytes bounds the token request body: a client-credentials form is a

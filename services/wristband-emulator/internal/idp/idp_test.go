@@ -15,6 +15,8 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jws"
 	"github.com/lestrrat-go/jwx/v2/jwt"
+
+	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/wristband"
 )
 
 var testKey = func() *rsa.PrivateKey {
@@ -41,7 +43,7 @@ func newServer(t *testing.T, now time.Time) (*IdP, *echo.Echo) {
 }
 
 func tokenRequest(e *echo.Echo, body string, mutate func(*http.Request)) *httptest.ResponseRecorder {
-	req := httptest.NewRequest(http.MethodPost, TokenPath, strings.NewReader(body))
+	req := httptest.NewRequest(http.MethodPost, wristband.TokenPath, strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	// RFC 6749 2.3.1: form-encode, then Basic.
 	req.SetBasicAuth(url.QueryEscape("cid"), url.QueryEscape("s3cr:et"))
@@ -77,7 +79,7 @@ func TestTokenEndpointIssuesWristbandShapedTokens(t *testing.T) {
 
 	// Verify against the published JWKS, as a resource server would.
 	jr := httptest.NewRecorder()
-	e.ServeHTTP(jr, httptest.NewRequest(http.MethodGet, JWKSPath, nil))
+	e.ServeHTTP(jr, httptest.NewRequest(http.MethodGet, wristband.JWKSPath, nil))
 	set, err := jwk.Parse(jr.Body.Bytes())
 	if err != nil {
 		t.Fatalf("JWKS: %v", err)
