@@ -258,7 +258,11 @@ func (v *Validator) checkClaims(payload []byte) (*Claims, *TokenError) {
 	var hasScope bool
 	var scp []string
 	tok := jwt.New()
-	for name, raw := range m {
+	for _, name := range claimNames { // a fixed order: the same token always gets the same answer
+		raw, ok := m[name]
+		if !ok {
+			continue
+		}
 		var err error
 		switch name {
 		case "iss":
@@ -341,6 +345,9 @@ func (v *Validator) checkClaims(payload []byte) (*Claims, *TokenError) {
 }
 
 // jsonString decodes a string member of the (already validated) claims.
+// claimNames are the claims this package reads, in the order they are checked.
+var claimNames = []string{"iss", "sub", "jti", "client_id", "azp", "app_id", "tnt_id", "sub_kind", "scope", "scp", "aud", "exp", "nbf", "iat"}
+
 func jsonString(raw json.RawMessage, dst *string) error {
 	if len(raw) < 2 || raw[0] != '"' {
 		return errors.New("not a string")
