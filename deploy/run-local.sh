@@ -27,7 +27,7 @@ trap stop EXIT
 
 if [ -z "${APPLICATION_VANITY_DOMAIN:-}" ]; then
   echo "run: no APPLICATION_VANITY_DOMAIN: using the local wristband-emulator at $EMU_URL"
-  LISTEN_ADDR=$EMU_ADDR ISSUER=$EMU_URL \
+  LISTEN_ADDR=$EMU_ADDR METRICS_ADDR=127.0.0.1:9093 ISSUER=$EMU_URL \
     CLIENTS="${CLIENT_ID:-demo-client}:${CLIENT_SECRET:-demo-secret}" \
     ./bin/wristband-emulator &
   pids+=($!)
@@ -35,12 +35,13 @@ if [ -z "${APPLICATION_VANITY_DOMAIN:-}" ]; then
   export CLIENT_ID="${CLIENT_ID:-demo-client}" CLIENT_SECRET="${CLIENT_SECRET:-demo-secret}"
 fi
 
-LISTEN_ADDR=127.0.0.1:6002 ./bin/protected-data &
+LISTEN_ADDR=127.0.0.1:6002 METRICS_ADDR=127.0.0.1:9092 ./bin/protected-data &
 pids+=($!)
-LISTEN_ADDR="${GATEWAY_ADDR:-127.0.0.1:6001}" PROTECTED_DATA_URL=http://127.0.0.1:6002 ./bin/public-gateway &
+LISTEN_ADDR="${GATEWAY_ADDR:-127.0.0.1:6001}" METRICS_ADDR=127.0.0.1:9091 PROTECTED_DATA_URL=http://127.0.0.1:6002 ./bin/public-gateway &
 pids+=($!)
 
 echo "run: try  curl -s localhost:6001/api/public/data"
+echo "run: metrics on 127.0.0.1:9091 (gateway), :9092 (protected-data), :9093 (emulator), path /metrics"
 # Any service exiting stops the others: a half-running system misleads.
 wait -n || true
 [ -n "$stopping" ] && exit 0
