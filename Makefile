@@ -34,13 +34,6 @@ lint:
 	$(GO) vet $(addsuffix /...,$(MODULE_DIRS))
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
-## bench: package benchmarks (token cache, JWT validation) and the system's
-## throughput against a Go hello-world, all in one run on this machine
-BENCHTIME ?= 3s
-bench:
-	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./pkg/m2m ./pkg/jwtauth ./bench
-	$(GO) test -run '^$$' -bench Throughput -benchtime $(BENCHTIME) -count=1 ./e2e
-
 clean:
 	rm -rf bin
 

@@ -95,7 +95,11 @@ func Load(spec Spec, defaultAddr string) (*slog.Logger, []error) {
 	}
 	b.ListenAddr = cmp.Or(b.ListenAddr, defaultAddr)
 	errs = append(errs, b.check()...)
-	log, err := NewLogger(os.Stderr, b.LogFormat, b.LogLevel)
+	out, err := logOutput()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	log, err := NewLogger(out, b.LogFormat, b.LogLevel)
 	if err != nil {
 		// check has reported it already, naming the variable.
 		log = NewDiscardLogger()

@@ -114,11 +114,12 @@ func (c config) validate() (map[string]string, *rsa.PrivateKey, []error) {
 	} else if c.RatePerSource > 0 && c.BurstPerSource < 1 {
 		errs = append(errs, errors.New("TOKEN_BURST_PER_SOURCE: must be at least 1 while TOKEN_RATE_PER_SOURCE is on (e.g. 100)"))
 	}
+	// A missing file is created (with a new key), so that a volume alone
+	// keeps the key across restarts; a missing folder is not.
 	key, err := idp.LoadOrGenerateKey(c.SigningKeyFile)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		// A missing file is created; only a missing directory ends here.
-		errs = append(errs, errors.New("SIGNING_KEY_FILE: its directory does not exist; the file itself is created when missing (e.g. /data/signing-key.pem on a writable volume; unset for a new key at each start)"))
+		errs = append(errs, errors.New("SIGNING_KEY_FILE: its folder does not exist, so the key cannot be kept there (e.g. /var/lib/emulator/signing_key.pem on a volume; unset for a new key at each start)"))
 	case err != nil: // its text names the path
 		errs = append(errs, errors.New("SIGNING_KEY_FILE: not a readable RSA private key in PEM, PKCS#1 or PKCS#8 (e.g. from openssl genpkey -algorithm RSA)"))
 	}

@@ -104,15 +104,13 @@ func TestValidateReportsEachMistakeOnce(t *testing.T) {
 	}{
 		{"every mistake at once",
 			[]string{"CLIENTS=hunter2", "TOKEN_LIFETIME=500ms", "ISSUER=ftp://hunter2", "SIGNING_KEY_FILE=/nonexistent/hunter2.pem"},
-			[]string{"CLIENTS (or CLIENTS_FILE): not a comma-separated list", "TOKEN_LIFETIME: must be at least 1s", "ISSUER: not an http", "SIGNING_KEY_FILE: its directory does not exist"}},
+			[]string{"CLIENTS (or CLIENTS_FILE): not a comma-separated list", "TOKEN_LIFETIME: must be at least 1s", "ISSUER: not an http", "SIGNING_KEY_FILE: its folder does not exist"}},
 		{"empty issuer", []string{key, "ISSUER="}, []string{"ISSUER: empty"}},
 		{"no client at all", []string{key, "CLIENTS= , "}, []string{"CLIENTS (or CLIENTS_FILE):"}},
 		{"unparsable lifetime, reported once", []string{key, "TOKEN_LIFETIME=hunter2"}, []string{"TOKEN_LIFETIME: not a valid duration"}},
 		{"unreadable clients file, reported once", []string{key, "CLIENTS_FILE=/nonexistent/hunter2"}, []string{"CLIENTS_FILE: the file does not exist"}},
 		{"both CLIENTS and CLIENTS_FILE", []string{key, "CLIENTS=a:hunter2", "CLIENTS_FILE=" + writeFile(t, "c", []byte("b:s"))},
 			[]string{"CLIENTS and CLIENTS_FILE: both set"}},
-		{"rate limits", []string{key, "TOKEN_RATE_PER_CLIENT=-1", "TOKEN_RATE_PER_SOURCE=5", "TOKEN_BURST_PER_SOURCE=0"},
-			[]string{"TOKEN_RATE_PER_CLIENT: must not be negative", "TOKEN_BURST_PER_SOURCE: must be at least 1"}},
 		{"key file not a key", []string{"SIGNING_KEY_FILE=" + writeFile(t, "hunter2.pem", []byte("hunter2"))}, []string{"SIGNING_KEY_FILE: not a readable RSA private key"}},
 	}
 	for _, tc := range cases {
