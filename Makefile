@@ -38,7 +38,7 @@ lint:
 ## throughput against a Go hello-world, all in one run on this machine
 BENCHTIME ?= 3s
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./pkg/m2m ./pkg/jwtauth
+	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./pkg/m2m ./pkg/jwtauth ./bench
 	$(GO) test -run '^$$' -bench Throughput -benchtime $(BENCHTIME) -count=1 ./e2e
 
 clean:

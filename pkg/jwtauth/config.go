@@ -36,11 +36,11 @@ const (
 	// nothing for the IdP. (auth0: 1 min, Envoy: 10 min, keyfunc: 1 h.)
 	DefaultRefreshInterval = 5 * time.Minute
 	// DefaultUnknownKIDCooldown is the least time between two unknown-kid
-	// refetches. A flood of random kids then costs the IdP one GET per minute
-	// per replica (well under a 5/min JWKS rate limit like the one that
-	// turned the reference demo's 401s into 500s), while a token from a key
-	// rotated in during a flood waits at most a minute. keyfunc uses 5 min.
-	DefaultUnknownKIDCooldown = time.Minute
+	// refetches. A flood of random kids then costs the IdP at most 12 GETs a
+	// minute per replica (jwks-rsa allows 10 a minute), while a token from a
+	// key rotated in during a flood is refused for at most 5 s: with the old
+	// fixed minute, two key changes 5 s apart cost 54 s of 401s (issue 8.3).
+	DefaultUnknownKIDCooldown = 5 * time.Second
 	// DefaultCacheSize bounds the verified-token cache. Only tokens that
 	// passed every check get in, so attackers cannot fill it; 10,000 entries
 	// (~5 MB at most) cover 10,000 M2M clients active at once, and an
@@ -55,8 +55,19 @@ const (
 	maxJWKSBytes = 1 << 20
 	// coldRetryMin/Max pace JWKS retries while no key set was ever loaded
 	// (the background refresh would otherwise wait a whole RefreshInterval).
-	coldRetryMin = 500 * time.Millisecond
+	// 50 ms first: at start-up the IdP is usually only a moment from
+	// listening, and every retry before it does is a 503 for our callers.
+	coldRetryMin = 50 * time.Millisecond
 	coldRetryMax = 30 * time.Second
+	// startupQuiet is how long after New a failing first fetch logs at debug
+	// rather than warn: services started together wait for each other for a
+	// second or two, and that is not worth a WARN. A failure that lasts is.
+	startupQuiet = 2 * time.Second
+	// warmRetryMin paces retries after a failed refresh of a loaded set;
+	// they double up to RefreshInterval.
+	warmRetryMin = time.Second
+	// maxRedirects bounds the https same-host redirects a JWKS fetch follows.
+	maxRedirects = 3
 )
 
 // Config configures a Validator. Zero values take the defaults above.
@@ -68,12 +79,14 @@ type Config struct {
 	Leeway             time.Duration // default DefaultLeeway; < 0 means none; at most MaxLeeway
 	TokenType          string        // optional, e.g. "at+JWT" (RFC 9068); checked case-insensitively, "application/" prefix allowed
 	MaxTokenBytes      int           // default DefaultMaxTokenBytes
-	HTTPClient         *http.Client  // nil: a client with DefaultHTTPTimeout and no keep-alive
+	HTTPClient         *http.Client  // nil: a client with DefaultHTTPTimeout and no keep-alive; its CheckRedirect is replaced (see jwksRedirectPolicy)
 	RefreshInterval    time.Duration // JWKS background refresh; default DefaultRefreshInterval; >= 1 s
-	UnknownKIDCooldown time.Duration // default DefaultUnknownKIDCooldown
+	UnknownKIDCooldown time.Duration // least time between unknown-kid refetches; default DefaultUnknownKIDCooldown
 	CacheSize          int           // verified-token cache entries; default DefaultCacheSize; < 0 disables the cache
 	Realm              string        // default DefaultRealm
 	Logger             *slog.Logger  // nil: discard
+
+	clock clock // nil: real time; tests inject a fake
 }
 
 // supportedAlgs are the JWS algorithms this package can verify. Symmetric
@@ -137,7 +150,11 @@ func (c Config) normalize() (Config, error) {
 		// connection is a goroutine that would outlive Close.
 		t.DisableKeepAlives = true
 		c.HTTPClient = &http.Client{Timeout: DefaultHTTPTimeout, Transport: t}
+	} else {
+		hc := *c.HTTPClient // never mutate the caller's client
+		c.HTTPClient = &hc
 	}
+	c.HTTPClient.CheckRedirect = jwksRedirectPolicy
 	switch {
 	case c.RefreshInterval == 0:
 		c.RefreshInterval = DefaultRefreshInterval
@@ -162,6 +179,9 @@ func (c Config) normalize() (Config, error) {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	if c.clock == nil {
+		c.clock = realClock{}
+	}
 	if err := errors.Join(errs...); err != nil {
 		return c, fmt.Errorf("jwtauth config: %w", err)
 	}
@@ -169,3 +189,21 @@ func (c Config) normalize() (Config, error) {
 }
 
 func isCtl(r rune) bool { return r < 0x20 || r == 0x7f }
+
+// jwksRedirectPolicy lets a JWKS fetch follow a redirect only to https on
+// the same host name as the request it answers (any port: the certificate
+// must still be valid for that name), at most maxRedirects times. The JWKS decides which keys we trust: a redirect to
+// another host would hand that decision to whoever controls it, and one to
+// plain http to anyone on the path. An http JWKS URL may still be upgraded to
+// https on its own host.
+func jwksRedirectPolicy(req *http.Request, via []*http.Request) error {
+	if len(via) > maxRedirects {
+		return fmt.Errorf("jwks: more than %d redirects", maxRedirects)
+	}
+	prev := via[len(via)-1].URL
+	if req.URL.Scheme != "https" || !strings.EqualFold(req.URL.Hostname(), prev.Hostname()) {
+		return fmt.Errorf("jwks: refusing a redirect from %s://%s to %s://%s (only https on the same host is followed)",
+			prev.Scheme, prev.Host, req.URL.Scheme, req.URL.Host)
+	}
+	return nil
+}

@@ -31,6 +31,14 @@ func newCorpusIdP(t *testing.T) corpusIdP {
 
 func b64(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
 
+func mustB64Decode(s string) []byte {
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
 // TestMaliciousTokens runs each token through the real Echo middleware: none
 // may pass, none may produce a 5xx, each gets its RFC 6750 answer.
 func TestMaliciousTokens(t *testing.T) {
@@ -136,9 +144,25 @@ func TestMaliciousTokens(t *testing.T) {
 		{"non-JSON header", []string{bearer(b64("not json") + "." + parts[1] + "." + parts[2])}, unauth, invTok, malform},
 		{"header is a JSON array", []string{bearer(b64(`["RS256"]`) + "." + parts[1] + "." + parts[2])}, unauth, invTok, malform},
 		{"header with trailing garbage", []string{bearer(b64(`{"alg":"RS256","kid":"`+k.KID+`"}x`) + "." + parts[1] + "." + parts[2])}, unauth, invTok, malform},
-		{"duplicate alg in header", []string{bearer(sign([]byte(`{"alg":"RS256","kid":"`+k.KID+`","typ":"at+JWT","alg":"none"}`), claims))}, unauth, invTok, malform},
-		{"duplicate alg, escaped name", []string{bearer(sign([]byte(`{"alg":"RS256","kid":"`+k.KID+`","typ":"at+JWT","\u0061lg":"RS256"}`), claims))}, unauth, invTok, malform},
-		{"duplicate iss in signed claims", []string{bearer(sign(hdr, []byte(`{"iss":"https://evil.example","iss":"`+idp.Issuer()+`","exp":`+itoa(now.Add(time.Hour).Unix())+`}`)))}, unauth, invTok, malform},
+		// jwx's header decoder stops after the object and jws.Verify
+		// re-encodes what it read: without our pre-check, this token (the
+		// signed header plus "x") would verify.
+		{"signed header plus trailing garbage", []string{bearer(b64(string(mustB64Decode(parts[0]))+"x") + "." + parts[1] + "." + parts[2])}, unauth, invTok, malform},
+		{"signed header plus trailing space", []string{bearer(b64(string(mustB64Decode(parts[0]))+" ") + "." + parts[1] + "." + parts[2])}, unauth, invTok, malform},
+		{"signed header after a leading space", []string{bearer(b64(" "+string(mustB64Decode(parts[0]))) + "." + parts[1] + "." + parts[2])}, unauth, invTok, malform},
+		{"non-canonical base64 in the signature", []string{bearer(valid[:len(valid)-1] + "B")}, unauth, invTok, malform},
+		// Duplicate members resolve last-wins (RFC 7515 §5.2 allows it), and
+		// every check reads the same parse: the last alg is "none".
+		{"duplicate alg in header, last is none", []string{bearer(sign([]byte(`{"alg":"RS256","kid":"`+k.KID+`","typ":"at+JWT","alg":"none"}`), claims))}, unauth, invTok, notAllow},
+		{"duplicate alg, escaped name, last is HS256", []string{bearer(sign([]byte(`{"alg":"RS256","kid":"`+k.KID+`","typ":"at+JWT","\u0061lg":"HS256"}`), claims))}, unauth, invTok, notAllow},
+		{"duplicate iss in signed claims, last is evil", []string{bearer(sign(hdr, []byte(`{"iss":"`+idp.Issuer()+`","iss":"https://evil.example","exp":`+itoa(now.Add(time.Hour).Unix())+`}`)))}, unauth, invTok, "wrong issuer"},
+		{"duplicate exp, last is a string", []string{bearer(sign(hdr, []byte(`{"iss":"`+idp.Issuer()+`","exp":`+itoa(now.Add(time.Hour).Unix())+`,"exp":"9999999999"}`)))}, unauth, invTok, "invalid exp claim"},
+		{"exp as an RFC 3339 string", []string{bearer(sign(hdr, with(claims, "exp", "2999-01-01T00:00:00Z")))}, unauth, invTok, "invalid exp claim"},
+		{"exp zero", []string{bearer(sign(hdr, with(claims, "exp", 0)))}, unauth, invTok, "invalid exp claim"},
+		{"b64 header (RFC 7797)", []string{bearer(sign(with(hdr, "b64", false), claims))}, unauth, invTok, "unsupported critical header"},
+		{"zip header", []string{bearer(sign(with(hdr, "zip", "DEF"), claims))}, unauth, invTok, "encrypted tokens (JWE) are not accepted"},
+		{"cty application/jwt", []string{bearer(sign(with(hdr, "cty", "application/JWT"), claims))}, unauth, invTok, "nested tokens are not accepted"},
+		{"x5u pointing elsewhere is ignored", []string{bearer(sign(with(hdr, "kid", "evil", "x5u", "http://127.0.0.1:1/cert"), claims))}, unauth, invTok, unknown},
 		{"claims are a JSON array", []string{bearer(sign(hdr, []byte(`[1,2,3]`)))}, unauth, invTok, malform},
 		{"claims are not JSON", []string{bearer(sign(hdr, []byte(`hello`)))}, unauth, invTok, malform},
 		{"nested token, cty JWT", []string{bearer(sign(with(hdr, "cty", "JWT"), claims))}, unauth, invTok, "nested tokens are not accepted"},
@@ -167,9 +191,6 @@ func TestMaliciousTokens(t *testing.T) {
 		{"two tokens in one header", []string{bearer(valid) + ", " + bearer(valid)}, badReq, invReq, "malformed Authorization header"},
 		{"space inside the token", []string{bearer(parts[0] + " " + parts[1])}, badReq, invReq, "malformed Authorization header"},
 		{"control character in the token", []string{bearer(valid[:10] + "\x01" + valid[10:])}, badReq, invReq, "malformed Authorization header"},
-	}
-	if len(cases) < 30 {
-		t.Fatalf("corpus has %d cases, want at least 30", len(cases))
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -216,6 +237,14 @@ func TestAcceptedVariants(t *testing.T) {
 		{"expired within the leeway", bearer(idp.Mint(map[string]any{"exp": time.Now().Add(-10 * time.Second).Unix()}))},
 		{"fractional exp", bearer(idp.Mint(map[string]any{"exp": float64(time.Now().Add(time.Hour).Unix()) + 0.5}))},
 		{"unknown header and claims ignored", bearer(jwtauthtest.Sign(k, map[string]any{"alg": "RS256", "kid": k.KID, "typ": "at+JWT", "ALG": "none", "x5u": "http://127.0.0.1:1/"}, c))},
+		{"claim names are exact: EXP is a private claim", bearer(idp.Mint(map[string]any{"EXP": "not a date", "ISS": 7}))},
+		// Duplicate members, signed by the IdP, resolve last-wins (RFC 7515
+		// §5.2): the signature check, the header checks and the claims the
+		// handler gets all read the one parse, so no reader sees another
+		// value than the one we checked. The old hand-written parser
+		// refused these; refusing them buys nothing once there is one parse.
+		{"duplicate alg, escaped name, both RS256", bearer(jwtauthtest.Sign(k, []byte(`{"alg":"RS256","kid":"`+k.KID+`","typ":"at+JWT","\u0061lg":"RS256"}`), c))},
+		{"duplicate iss, last is ours", bearer(jwtauthtest.Sign(k, jwtauthtest.Header(k), []byte(`{"iss":"https://evil.example","iss":"`+idp.Issuer()+`","exp":`+itoa(time.Now().Add(time.Hour).Unix())+`}`)))},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -2,6 +2,10 @@ package jwtauth_test
 
 import (
 	"context"
+	"crypto"
+	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -18,10 +22,13 @@ import (
 
 // FuzzValidate feeds arbitrary tokens to Validate and to the middleware.
 // Properties: no panic; every error is ErrInvalidToken; the middleware
-// answers 200, 400 or 401 only; and whatever we accept, jwx's own jws.Verify
-// accepts too with the same key (a differential check on the hand-written
-// parser). The committed seeds in testdata/fuzz/FuzzValidate run with every
-// `go test`; `go test -fuzz FuzzValidate ./jwtauth/` explores further.
+// answers 200, 400 or 401 only; and whatever we accept, (a) jws.Verify
+// accepts on its own with the same key and (b) the standard library's RSA
+// verify accepts over the bytes as received (jws.Verify checks a
+// re-encoding of what it parsed; (b) proves our pre-check leaves no room
+// between the two). The committed seeds in testdata/fuzz/FuzzValidate run
+// with every `go test`; `go test -fuzz FuzzValidate ./jwtauth/` explores
+// further.
 func FuzzValidate(f *testing.F) {
 	idp := jwtauthtest.NewIdP(f)
 	v := newValidator(f, idp, nil)
@@ -36,6 +43,8 @@ func FuzzValidate(f *testing.F) {
 		jwtauthtest.Sign(k, []byte(`{"alg":"RS256","kid":"`+k.KID+`","typ":"at+JWT","alg":"RS256"}`), idp.Claims()),
 		jwtauthtest.Sign(k, jwtauthtest.Header(k), []byte(`{"exp":1e999,"iss":[]}`)),
 		parts[0] + "." + parts[1] + ".",
+		jwtauthtest.Encode(string(mustB64Decode(parts[0]))+" ") + "." + parts[1] + "." + parts[2],
+		good[:len(good)-1] + "B", // 256-byte signature: the last character must have its low 4 bits zero
 		"", ".", "..", "...", "....", "a.b.c", "e30.e30.e30",
 	} {
 		f.Add(s)
@@ -53,6 +62,12 @@ func FuzzValidate(f *testing.F) {
 			}
 			if _, err := jws.Verify([]byte(tok), jws.WithKey(jwa.RS256, k.Signer.Public())); err != nil {
 				t.Fatalf("we accepted a token jwx rejects: %v", err)
+			}
+			i := strings.LastIndexByte(tok, '.')
+			sig, err := base64.RawURLEncoding.DecodeString(tok[i+1:])
+			d := sha256.Sum256([]byte(tok[:i]))
+			if err != nil || rsa.VerifyPKCS1v15(k.Signer.Public().(*rsa.PublicKey), crypto.SHA256, d[:], sig) != nil {
+				t.Fatalf("we accepted a token whose bytes as received are not what the IdP signed: %q", tok)
 			}
 		}
 		req := httptest.NewRequest(http.MethodGet, "/data", nil)

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -126,3 +128,81 @@ func mustJSON(v any) []byte {
 }
 
 func itoa(n int64) string { return fmt.Sprint(n) }
+
+// fakeClock is a manual clock (like pkg/m2m's): time moves only on Advance,
+// and timers fire then. It starts at the real time, because jwtauthtest
+// mints tokens relative to time.Now.
+type fakeClock struct {
+	mu     sync.Mutex
+	now    time.Time
+	timers []*fakeTimer
+}
+
+type fakeTimer struct {
+	at time.Time
+	ch chan time.Time
+}
+
+func newFakeClock() *fakeClock { return &fakeClock{now: time.Now()} }
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) After(d time.Duration) (<-chan time.Time, func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := &fakeTimer{at: c.now.Add(d), ch: make(chan time.Time, 1)}
+	if d <= 0 {
+		t.ch <- c.now
+		return t.ch, func() {}
+	}
+	c.timers = append(c.timers, t)
+	return t.ch, func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.timers = slices.DeleteFunc(c.timers, func(x *fakeTimer) bool { return x == t })
+	}
+}
+
+// Advance moves time forward and fires every timer that is due.
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+	kept := c.timers[:0]
+	for _, t := range c.timers {
+		if !t.at.After(c.now) {
+			t.ch <- c.now
+		} else {
+			kept = append(kept, t)
+		}
+	}
+	c.timers = kept
+}
+
+// armed is how many timers wait to fire.
+func (c *fakeClock) armed() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.timers)
+}
+
+// newFakeClockValidator starts a Validator on idp that runs on a fake
+// clock, and waits for its first key set.
+func newFakeClockValidator(t testing.TB, idp *jwtauthtest.IdP, mutate func(*jwtauth.Config)) (*jwtauth.Validator, *fakeClock) {
+	t.Helper()
+	clk := newFakeClock()
+	v := newValidator(t, idp, func(c *jwtauth.Config) {
+		jwtauth.SetClock(c, clk)
+		if mutate != nil {
+			mutate(c)
+		}
+	})
+	waitReady(t, v)
+	// The refresh timer is armed once the first fetch is done.
+	eventually(t, "the refresh timer", func() bool { return clk.armed() > 0 })
+	return v, clk
+}

@@ -2,10 +2,12 @@ package jwtauth
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rsa"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,34 +15,29 @@ import (
 	"slices"
 	"time"
 
+	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jwk"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // minRSABits: RSA keys shorter than this are refused (NIST SP 800-131A;
 // Wristband's own validators do the same).
 const minRSABits = 2048
 
-// verifyKey is one usable public key from the JWKS, parsed once per fetch.
+// verifyKey is one usable public key from the JWKS, judged once per fetch.
+// It verifies exactly one algorithm: jws.Verify gets that algorithm and the
+// raw key explicitly, never a guess from the token.
 type verifyKey struct {
-	kid  string
-	algs []string // the token algs this key may verify: its own "alg", or inferred from kty/crv, within the allow-list
-	rsa  *rsa.PublicKey
-	ec   *ecdsa.PublicKey
-	ed   ed25519.PublicKey
+	kid string
+	alg jwa.SignatureAlgorithm
+	pub crypto.PublicKey // *rsa.PublicKey, *ecdsa.PublicKey or ed25519.PublicKey
 }
 
 func (k *verifyKey) equal(o *verifyKey) bool {
-	if k.kid != o.kid || !slices.Equal(k.algs, o.algs) {
-		return false
-	}
-	switch {
-	case k.rsa != nil:
-		return o.rsa != nil && k.rsa.Equal(o.rsa)
-	case k.ec != nil:
-		return o.ec != nil && k.ec.Equal(o.ec)
-	default:
-		return o.ed != nil && k.ed.Equal(o.ed)
-	}
+	e, ok := k.pub.(interface{ Equal(crypto.PublicKey) bool })
+	return k.kid == o.kid && k.alg == o.alg && ok && e.Equal(o.pub)
 }
 
 // keySet is an immutable snapshot of the usable keys, swapped atomically so
@@ -71,24 +68,20 @@ func (s *keySet) size() int {
 }
 
 var (
-	rsaAlgs = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
-	curveAl = map[elliptic.Curve]string{elliptic.P256(): "ES256", elliptic.P384(): "ES384", elliptic.P521(): "ES512"}
+	rsaAlgs = []jwa.SignatureAlgorithm{jwa.RS256, jwa.RS384, jwa.RS512, jwa.PS256, jwa.PS384, jwa.PS512}
+	curveAl = map[elliptic.Curve]jwa.SignatureAlgorithm{elliptic.P256(): jwa.ES256, elliptic.P384(): jwa.ES384, elliptic.P521(): jwa.ES512}
 )
 
-// buildKeySet turns a fetched JWKS into a keySet. Keys are judged one by one
-// so that one odd key does not take the others down. Keys equal to one in
-// prev keep their identity, so verified-token cache entries survive a refresh
-// that did not change their key.
-func buildKeySet(set jwk.Set, allowed []string, prev *keySet) *keySet {
-	ks := &keySet{keys: map[string][]*verifyKey{}, refused: map[string]string{}, loadedAt: time.Now()}
-	for i := 0; i < set.Len(); i++ {
-		key, ok := set.Key(i)
-		if !ok {
-			continue
-		}
-		vk, why := usableKey(key, allowed)
+// buildKeySet turns the keys of a fetched JWKS into a keySet. Keys are judged
+// one by one so that one odd key does not take the others down. Keys equal to
+// one in prev keep their identity, so verified-token cache entries survive a
+// refresh that did not change their key.
+func buildKeySet(raws []json.RawMessage, allowed []string, prev *keySet, now time.Time) *keySet {
+	ks := &keySet{keys: map[string][]*verifyKey{}, refused: map[string]string{}, loadedAt: now}
+	for _, raw := range raws {
+		vk, kid, why := usableKey(raw, allowed)
 		if vk == nil {
-			if kid := key.KeyID(); kid != "" {
+			if kid != "" {
 				ks.refused[kid] = why
 			}
 			continue
@@ -109,172 +102,199 @@ func buildKeySet(set jwk.Set, allowed []string, prev *keySet) *keySet {
 	return ks
 }
 
-// usableKey applies the key-level rules, or says why the key is refused.
-func usableKey(key jwk.Key, allowed []string) (*verifyKey, string) {
+// usableKey applies the key-level rules to one JWK, or says why it is
+// refused (with its kid when it has one). The rules:
+//
+//   - a kid is required (tokens select keys by kid only);
+//   - "use", if present, must be "sig"; "key_ops", if present, must hold "verify";
+//   - RSA keys need at least minRSABits; EC keys P-256/384/521; OKP Ed25519;
+//   - the key ends up with exactly one algorithm, from the allow-list. With
+//     "alg" published, that one (it must fit the key type). Without "alg"
+//     (Wristband's keys may lack it), it is inferred only when exactly one
+//     allowed algorithm fits the key: an EC key's curve names one; an RSA key
+//     fits six, so it is inferred only when the allow-list holds a single RSA
+//     algorithm (the default, RS256). Otherwise the key is refused, since
+//     guessing would let a token's header choose between RS* and PS*.
+func usableKey(raw json.RawMessage, allowed []string) (*verifyKey, string, string) {
+	key, err := jwk.ParseKey(raw)
+	if err != nil {
+		var peek struct {
+			KID string `json:"kid"`
+		}
+		_ = json.Unmarshal(raw, &peek)
+		return nil, peek.KID, "key cannot be parsed"
+	}
 	vk := &verifyKey{kid: key.KeyID()}
 	if vk.kid == "" {
-		return nil, "key has no kid"
+		return nil, "", "key has no kid"
 	}
 	if use := key.KeyUsage(); use != "" && use != string(jwk.ForSignature) {
-		return nil, "key is not for signatures (use=" + use + ")"
+		return nil, vk.kid, "key is not for signatures (use=" + use + ")"
 	}
 	if ops := key.KeyOps(); len(ops) > 0 && !slices.Contains(ops, jwk.KeyOpVerify) {
-		return nil, "key_ops does not allow verify"
+		return nil, vk.kid, "key_ops does not allow verify"
 	}
-	var raw any
-	if err := key.Raw(&raw); err != nil {
-		return nil, "key cannot be decoded"
+	var rawKey any
+	if err := key.Raw(&rawKey); err != nil {
+		return nil, vk.kid, "key cannot be decoded"
 	}
-	var family []string
-	switch k := raw.(type) {
+	var family []jwa.SignatureAlgorithm
+	switch k := rawKey.(type) {
 	case *rsa.PrivateKey: // a JWKS should never carry these; use the public half
-		vk.rsa = &k.PublicKey
-	case *rsa.PublicKey:
-		vk.rsa = k
+		rawKey = &k.PublicKey
 	case *ecdsa.PrivateKey:
-		vk.ec = &k.PublicKey
-	case *ecdsa.PublicKey:
-		vk.ec = k
+		rawKey = &k.PublicKey
 	case ed25519.PrivateKey:
-		vk.ed, _ = k.Public().(ed25519.PublicKey)
-	case ed25519.PublicKey:
-		vk.ed = k
-	default:
-		return nil, fmt.Sprintf("key type %s is not accepted", key.KeyType())
+		rawKey = k.Public()
 	}
-	switch {
-	case vk.rsa != nil:
-		if vk.rsa.N == nil || vk.rsa.N.BitLen() < minRSABits {
-			return nil, fmt.Sprintf("RSA key shorter than %d bits", minRSABits)
+	switch k := rawKey.(type) {
+	case *rsa.PublicKey:
+		if k.N == nil || k.N.BitLen() < minRSABits {
+			return nil, vk.kid, fmt.Sprintf("RSA key shorter than %d bits", minRSABits)
 		}
 		family = rsaAlgs
-	case vk.ec != nil:
-		a, ok := curveAl[vk.ec.Curve]
+	case *ecdsa.PublicKey:
+		a, ok := curveAl[k.Curve]
 		if !ok {
-			return nil, "EC curve is not accepted"
+			return nil, vk.kid, "EC curve is not accepted"
 		}
-		family = []string{a}
-	case vk.ed != nil:
-		if len(vk.ed) != ed25519.PublicKeySize {
-			return nil, "OKP key is not Ed25519"
+		family = []jwa.SignatureAlgorithm{a}
+	case ed25519.PublicKey:
+		if len(k) != ed25519.PublicKeySize {
+			return nil, vk.kid, "OKP key is not Ed25519"
 		}
-		family = []string{"EdDSA"}
+		family = []jwa.SignatureAlgorithm{jwa.EdDSA}
+	default:
+		return nil, vk.kid, fmt.Sprintf("key type %s is not accepted", key.KeyType())
 	}
-	// A key without "alg" (Wristband's may lack it) may verify any allowed
-	// algorithm of its own family; jwx would skip it unless told to infer.
-	// A key with "alg" verifies exactly that algorithm.
+	vk.pub = rawKey
 	if a := key.Algorithm().String(); a != "" {
-		if !slices.Contains(family, a) {
-			return nil, "key alg " + a + " does not match its key type"
+		alg := jwa.SignatureAlgorithm(a)
+		if !slices.Contains(family, alg) {
+			return nil, vk.kid, "key alg " + a + " does not match its key type"
 		}
-		family = []string{a}
+		if !slices.Contains(allowed, a) {
+			return nil, vk.kid, "key alg " + a + " is not in the allow-list"
+		}
+		vk.alg = alg
+		return vk, vk.kid, ""
 	}
+	var fits []jwa.SignatureAlgorithm
 	for _, a := range family {
-		if slices.Contains(allowed, a) {
-			vk.algs = append(vk.algs, a)
+		if slices.Contains(allowed, a.String()) {
+			fits = append(fits, a)
 		}
 	}
-	if len(vk.algs) == 0 {
-		return nil, "key algorithm is not in the allow-list"
+	switch len(fits) {
+	case 0:
+		return nil, vk.kid, "key algorithm is not in the allow-list"
+	case 1:
+		vk.alg = fits[0]
+		return vk, vk.kid, ""
+	default:
+		return nil, vk.kid, fmt.Sprintf("key has no alg and %d allowed algorithms fit it; publish alg or allow one", len(fits))
 	}
-	return vk, ""
 }
 
-// jwksGetter is the HTTP client handed to jwk.Cache. httprc calls Get with
-// no context, so a stuck JWKS would pin its worker past Close; binding every
-// request to the Validator's lifetime ends it. It also counts fetches and
-// bounds the body.
-type jwksGetter struct {
-	ctx    context.Context
-	client *http.Client
-	v      *Validator
-}
+// JWKS fetch outcomes: the keys of Stats.JWKSFetchOutcomes.
+const (
+	FetchOK        = "ok"        // a well-formed key set was installed
+	FetchTransport = "transport" // connection, timeout, refused redirect
+	FetchStatus    = "status"    // a status other than 200
+	FetchBody      = "body"      // not a JWKS (not JSON, no "keys" array, too large)
+	FetchNoKeys    = "no_keys"   // a JWKS with no usable key before any set was loaded
+)
 
-func (g *jwksGetter) Get(u string) (*http.Response, error) {
-	g.v.stats.fetches.Add(1)
-	req, err := http.NewRequestWithContext(g.ctx, http.MethodGet, u, nil)
-	if err != nil {
-		g.v.stats.fetchErrors.Add(1)
-		return nil, fmt.Errorf("building jwks request: %w", err)
-	}
-	req.Header.Set("Accept", "application/json, application/jwk-set+json")
-	res, err := g.client.Do(req)
-	if err != nil {
-		g.v.stats.fetchErrors.Add(1)
-		g.v.noteFetchError(err)
-		return nil, fmt.Errorf("fetching jwks: %w", err)
-	}
-	if res.StatusCode != http.StatusOK {
-		g.v.stats.fetchErrors.Add(1)
-		g.v.noteFetchError(fmt.Errorf("jwks answered %s", res.Status))
-	}
-	res.Body = &limitedBody{r: io.LimitReader(res.Body, maxJWKSBytes+1), c: res.Body}
-	return res, nil
-}
+// JWKSFetchOutcomes lists every fetch outcome, in a stable order.
+var JWKSFetchOutcomes = []string{FetchOK, FetchTransport, FetchStatus, FetchBody, FetchNoKeys}
 
-type limitedBody struct {
-	r io.Reader
-	c io.Closer
-	n int64
-}
-
-func (b *limitedBody) Read(p []byte) (int, error) {
-	n, err := b.r.Read(p)
-	b.n += int64(n)
-	if b.n > maxJWKSBytes {
-		return n, errors.New("jwks response is larger than 1 MiB")
+var outcomeIndex = func() map[string]int {
+	m := make(map[string]int, len(JWKSFetchOutcomes))
+	for i, o := range JWKSFetchOutcomes {
+		m[o] = i
 	}
-	return n, err
-}
-
-func (b *limitedBody) Close() error { return b.c.Close() }
-
-// fetchDirect fetches and publishes the JWKS without jwk.Cache; the getter
-// binds the request to the Validator's lifetime. We use it
-// for cold-start retries and unknown-kid refetches because every
-// jwk.Cache.Refresh call schedules one more perpetual background refresh in
-// httprc v1: N refetches would become N parallel refresh chains.
-func (v *Validator) fetchDirect() error {
-	res, err := v.getter.Get(v.cfg.JWKSURL)
-	if err != nil {
-		return err
-	}
-	defer res.Body.Close()
-	if res.StatusCode != http.StatusOK {
-		return fmt.Errorf("fetching jwks: status %s", res.Status)
-	}
-	body, err := io.ReadAll(res.Body)
-	if err != nil {
-		v.stats.fetchErrors.Add(1)
-		v.noteFetchError(err)
-		return fmt.Errorf("reading jwks: %w", err)
-	}
-	set, err := jwk.Parse(body, jwk.WithIgnoreParseError(true))
-	if err != nil {
-		v.stats.fetchErrors.Add(1)
-		v.noteFetchError(err)
-		return fmt.Errorf("parsing jwks: %w", err)
-	}
-	return v.publish(set)
-}
+	return m
+}()
 
 var errNoUsableKeys = errors.New("jwks has no usable signing key")
 
-// publish installs a freshly fetched JWKS. A set with no usable key is
-// treated as a failed fetch: an IdP that can sign nothing is far more likely
-// misconfigured than revoking everything, and the last good set keeps
-// serving. Removals of individual keys take effect at once.
-func (v *Validator) publish(set jwk.Set) error {
+// fetch GETs the JWKS and installs it. cause ("start", "refresh",
+// "unknown_kid") goes on the span only.
+func (v *Validator) fetch(ctx context.Context, cause string) (err error) {
+	ctx, span := v.tracer.Start(ctx, "jwtauth.fetch_jwks",
+		trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attribute.String("jwtauth.cause", cause)))
+	outcome := FetchOK
+	defer func() {
+		v.stats.fetches.Add(1)
+		v.stats.outcomes[outcomeIndex[outcome]].Add(1)
+		span.SetAttributes(attribute.String("jwtauth.outcome", outcome))
+		if err != nil {
+			v.stats.fetchErrors.Add(1)
+			v.lastErr.Store(&err)
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End()
+	}()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, v.cfg.JWKSURL, nil)
+	if err != nil {
+		outcome = FetchTransport
+		return fmt.Errorf("building jwks request: %w", err)
+	}
+	req.Header.Set("Accept", "application/json, application/jwk-set+json")
+	res, err := v.cfg.HTTPClient.Do(req)
+	if err != nil {
+		outcome = FetchTransport
+		return err // *url.Error already says "Get <url>: ..."
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		outcome = FetchStatus
+		_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 4<<10))
+		return fmt.Errorf("jwks answered %s", res.Status)
+	}
+	body, err := io.ReadAll(io.LimitReader(res.Body, maxJWKSBytes+1))
+	if err != nil {
+		outcome = FetchTransport
+		return fmt.Errorf("reading jwks: %w", err)
+	}
+	if len(body) > maxJWKSBytes {
+		outcome = FetchBody
+		return errors.New("jwks response is larger than 1 MiB")
+	}
+	// A well-formed JWKS is a JSON object with a "keys" array (RFC 7517
+	// §5). Only such an answer may change what we trust; anything else is a
+	// failed fetch and the last good set keeps serving.
+	var doc struct {
+		Keys []json.RawMessage `json:"keys"`
+	}
+	if err := json.Unmarshal(body, &doc); err != nil || doc.Keys == nil {
+		outcome = FetchBody
+		return errors.New("jwks response is not a JSON object with a keys array")
+	}
+	if err := v.publish(doc.Keys); err != nil {
+		outcome = FetchNoKeys
+		return err
+	}
+	return nil
+}
+
+// publish installs the keys of a well-formed JWKS answer. It is the
+// IdP's current word and is honoured at once (issue 11.5): a key that
+// disappears, or turns "use": "enc", stops verifying now, together with the
+// cached tokens it verified; a set with no usable key left refuses every
+// token (401) until the IdP publishes one again. The one exception is
+// start-up: a first answer with no usable key is reported as a failed
+// fetch, so that the service stays not-ready and says why (often an
+// ALGORITHMS mismatch) instead of becoming ready to refuse everything.
+// Transport errors, non-200 answers and malformed bodies never get here:
+// they keep the last good set.
+func (v *Validator) publish(raws []json.RawMessage) error {
 	v.pubMu.Lock()
 	defer v.pubMu.Unlock()
 	prev := v.keys.Load()
-	ks := buildKeySet(set, v.cfg.Algorithms, prev)
-	if len(ks.keys) == 0 {
-		v.stats.fetchErrors.Add(1)
-		err := fmt.Errorf("%w (%d keys in the set, %d refused)", errNoUsableKeys, set.Len(), len(ks.refused))
-		v.noteFetchError(err)
-		v.log.Warn("jwks refused, keeping the last good key set", errAttr(err))
-		return err
+	ks := buildKeySet(raws, v.cfg.Algorithms, prev, v.clock.Now())
+	if len(ks.keys) == 0 && prev == nil {
+		return fmt.Errorf("%w (%d keys in the set, %d refused)", errNoUsableKeys, len(raws), len(ks.refused))
 	}
 	v.keys.Store(ks)
 	v.lastErr.Store(nil)
@@ -282,7 +302,11 @@ func (v *Validator) publish(set jwk.Set) error {
 	if v.cache != nil {
 		v.cache.retain(ks)
 	}
-	if prev == nil || prev.size() != ks.size() || len(prev.refused) != len(ks.refused) {
+	switch {
+	case len(ks.keys) == 0:
+		v.log.Warn("jwks has no usable signing key any more: every token is refused until it has one",
+			"keys_in_set", len(raws), "refused", len(ks.refused))
+	case prev == nil || prev.size() != ks.size() || len(prev.refused) != len(ks.refused):
 		v.log.Info("jwks loaded", "keys", ks.size(), "refused", len(ks.refused))
 	}
 	for kid, why := range ks.refused {

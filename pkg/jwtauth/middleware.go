@@ -17,8 +17,9 @@ import (
 type Option func(*rules)
 
 type rules struct {
-	scopes  []string
-	clients []string
+	scopes   []string
+	clients  []string
+	subKinds []string
 }
 
 // RequireScopes makes the route demand every one of scopes; a valid token
@@ -32,6 +33,14 @@ func RequireScopes(scopes ...string) Option {
 // the lists add up.
 func AllowClients(clientIDs ...string) Option {
 	return func(r *rules) { r.clients = append(r.clients, clientIDs...) }
+}
+
+// AllowSubKinds restricts the route to tokens whose sub_kind claim is one
+// of kinds (Wristband: "client" for M2M client tokens, "user" for user
+// tokens); others, and tokens without sub_kind, get 403 insufficient_scope.
+// May be given more than once; the lists add up.
+func AllowSubKinds(kinds ...string) Option {
+	return func(r *rules) { r.subKinds = append(r.subKinds, kinds...) }
 }
 
 const claimsKey = "github.com/wristband-m2m-go/wristband-m2m-go/pkg/jwtauth.claims"
@@ -51,8 +60,9 @@ func ClaimsFrom(c echo.Context) (*Claims, bool) {
 //     tells a client using another scheme which one we take);
 //   - malformed request: two Authorization headers, "Bearer" with no token,
 //     or a token with characters outside b64token: 400 error="invalid_request";
-//   - the token fails validation: 401 error="invalid_token";
-//   - valid token lacking the route's scopes or client: 403 error="insufficient_scope";
+//   - the token fails validation, including a "typ" other than
+//     Config.TokenType (it is not an access token for us): 401 error="invalid_token";
+//   - valid token lacking the route's scopes, client or sub_kind: 403 error="insufficient_scope";
 //   - no JWKS ever loaded: 503 with Retry-After (we cannot judge the token;
 //     a 401 would make the client drop a good token).
 //
@@ -75,17 +85,20 @@ func (v *Validator) Middleware(opts ...Option) echo.MiddlewareFunc {
 			req := c.Request()
 			vals := req.Header.Values(echo.HeaderAuthorization)
 			if len(vals) == 0 {
+				v.countFailure(ReasonMissing)
 				return v.reject(c, http.StatusUnauthorized, realm, "", "missing bearer token", nil)
 			}
 			if len(vals) > 1 {
+				v.countFailure(ReasonMalformed)
 				return v.reject(c, http.StatusBadRequest, realm, "invalid_request", "more than one Authorization header", nil)
 			}
 			token, status, desc := bearerToken(vals[0])
 			if status != 0 {
-				code := "invalid_request"
+				code, reason := "invalid_request", ReasonMalformed
 				if status == http.StatusUnauthorized {
-					code = ""
+					code, reason = "", ReasonMissing
 				}
+				v.countFailure(reason)
 				return v.reject(c, status, realm, code, desc, nil)
 			}
 			claims, err := v.Validate(req.Context(), token)
@@ -100,13 +113,23 @@ func (v *Validator) Middleware(opts ...Option) echo.MiddlewareFunc {
 				}
 				return v.reject(c, http.StatusUnauthorized, realm, "invalid_token", desc, err)
 			}
+			// A valid token that this route does not admit: 403
+			// insufficient_scope (RFC 6750 §3.1: the token is fine, its
+			// privileges are not enough), never 401, which would tell the
+			// client to get a new token that would fare no better.
 			for _, s := range r.scopes {
 				if !claims.HasScope(s) {
+					v.countFailure(ReasonForbidden)
 					return v.reject(c, http.StatusForbidden, realm, "insufficient_scope", "token lacks a required scope", scopeAttr)
 				}
 			}
 			if len(r.clients) > 0 && !slices.Contains(r.clients, claims.ClientID) {
+				v.countFailure(ReasonForbidden)
 				return v.reject(c, http.StatusForbidden, realm, "insufficient_scope", "client not allowed", scopeAttr)
+			}
+			if len(r.subKinds) > 0 && !slices.Contains(r.subKinds, claims.SubKind) {
+				v.countFailure(ReasonForbidden)
+				return v.reject(c, http.StatusForbidden, realm, "insufficient_scope", "token kind not allowed", scopeAttr)
 			}
 			c.Set(claimsKey, claims)
 			return next(c)

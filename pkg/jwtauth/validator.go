@@ -3,17 +3,21 @@ package jwtauth
 import (
 	"context"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/lestrrat-go/jwx/v2/jwk"
+	"github.com/lestrrat-go/jwx/v2/jwt"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/time/rate"
 )
+
+// tracerName is this package's import path, as otel.Tracer wants.
+const tracerName = "github.com/wristband-m2m-go/wristband-m2m-go/pkg/jwtauth"
 
 // Claims are the verified claims of a token. A Claims value may be shared
 // by every request that presents the same token: treat it as read-only.
@@ -31,24 +35,28 @@ func (c *Claims) HasScope(s string) bool { return slices.Contains(c.Scopes, s) }
 type Validator struct {
 	cfg    Config
 	log    *slog.Logger
+	clock  clock
+	tracer trace.Tracer
 	keys   atomic.Pointer[keySet]
 	cache  *tokenCache // nil when disabled
-	jwks   *jwk.Cache
-	getter *jwksGetter
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	done   chan struct{} // closed when run returns
+	ctx     context.Context
+	cancel  context.CancelFunc
+	done    chan struct{} // closed when run returns
+	started time.Time
 
-	pubMu sync.Mutex // serializes publish (jwk.Cache's refresh vs our own fetches)
+	pubMu sync.Mutex // serializes publish
 
-	// Unknown-kid refetch: at most one in flight, at most one per cooldown.
-	refetchMu   sync.Mutex
-	inflight    chan struct{} // closed when the in-flight refetch ends
-	lastRefetch time.Time
-	refetchReq  chan chan struct{}
+	// Unknown-kid refetch: at most one in flight (single flight), at most one
+	// per UnknownKIDCooldown (the limiter, keyfunc's approach).
+	refetchMu  sync.Mutex
+	inflight   chan struct{} // closed when the in-flight refetch ends
+	limiter    *rate.Limiter
+	refetchReq chan chan struct{}
 
-	nextRetry atomic.Int64 // unix nanos of the next cold-start fetch, for Retry-After
+	validateOpts []jwt.ValidateOption // built once: jwx's claim checks
+
+	nextRetry atomic.Int64 // unix nanos of the next scheduled fetch, for Retry-After
 	lastErr   atomic.Pointer[error]
 	closeOnce sync.Once
 	stats     counters
@@ -56,26 +64,30 @@ type Validator struct {
 
 type counters struct {
 	fetches, fetchErrors, loads, refetches, verifications, hits, misses atomic.Uint64
+	failures                                                            [16]atomic.Uint64 // by reasonIndex
+	outcomes                                                            [5]atomic.Uint64  // by outcomeIndex
 }
 
-// Stats are counters for metrics and tests.
+// Stats are counters for metrics and tests. Every field is cheap to read.
 type Stats struct {
-	JWKSFetches         uint64    // HTTP requests for the JWKS, every cause
-	JWKSFetchErrors     uint64    // of which failed (transport, status, parse, no usable key)
-	JWKSLoads           uint64    // key sets installed
-	UnknownKIDRefetches uint64    // refetches triggered by an unknown kid
-	Verifications       uint64    // signature verifications performed
-	CacheHits           uint64    // tokens answered from the verified-token cache
-	CacheMisses         uint64    // tokens that went through full validation
-	CacheEntries        int       // entries in the verified-token cache now
-	Keys                int       // usable keys in the current key set
-	KeysLoadedAt        time.Time // when the current key set was installed; zero if never
+	JWKSFetches         uint64            // HTTP requests for the JWKS, every cause
+	JWKSFetchErrors     uint64            // of which failed (every outcome but "ok")
+	JWKSFetchOutcomes   map[string]uint64 // fetches by outcome; keys: JWKSFetchOutcomes, all present
+	JWKSLoads           uint64            // key sets installed
+	UnknownKIDRefetches uint64            // refetches triggered by an unknown kid
+	Verifications       uint64            // signature verifications performed
+	CacheHits           uint64            // tokens answered from the verified-token cache
+	CacheMisses         uint64            // tokens that went through full validation
+	CacheEntries        int               // entries in the verified-token cache now
+	Keys                int               // usable keys in the current key set
+	KeysLoadedAt        time.Time         // when the current key set was installed; zero if never
+	Failures            map[string]uint64 // rejections by reason; keys: FailureReasons, all present
 }
 
-// New validates cfg (reporting every problem at once), starts the JWKS
-// cache and its background work, and kicks off the first fetch without
-// waiting for it: until it succeeds, Ready and Validate return ErrNotReady.
-// The background work ends with Close or when ctx is cancelled.
+// New validates cfg (reporting every problem at once), and starts the
+// background JWKS work, kicking off the first fetch without waiting for it:
+// until it succeeds, Ready and Validate return ErrNotReady. The background
+// work ends with Close or when ctx is cancelled.
 func New(ctx context.Context, cfg Config) (*Validator, error) {
 	cfg, err := cfg.normalize()
 	if err != nil {
@@ -84,78 +96,93 @@ func New(ctx context.Context, cfg Config) (*Validator, error) {
 	v := &Validator{
 		cfg:        cfg,
 		log:        cfg.Logger.With("component", "jwtauth"),
+		clock:      cfg.clock,
+		tracer:     otel.Tracer(tracerName),
 		done:       make(chan struct{}),
 		refetchReq: make(chan chan struct{}, 1),
+		limiter:    rate.NewLimiter(rate.Every(cfg.UnknownKIDCooldown), 1),
 	}
 	if cfg.CacheSize > 0 {
 		v.cache = newTokenCache(cfg.CacheSize)
 	}
-	v.ctx, v.cancel = context.WithCancel(ctx)
-	v.getter = &jwksGetter{ctx: v.ctx, client: cfg.HTTPClient, v: v}
-
-	// httprc checks for due refreshes once per "refresh window"; a quarter
-	// of the interval keeps a refresh at most 25% late.
-	window := min(max(cfg.RefreshInterval/4, time.Second), time.Minute)
-	v.jwks = jwk.NewCache(v.ctx,
-		jwk.WithRefreshWindow(window),
-		jwk.WithErrSink(jwk.ErrSink(errSinkFunc(func(err error) {
-			v.log.Warn("jwks background refresh failed, keeping the last good key set", errAttr(err))
-		}))),
-	)
-	err = v.jwks.Register(cfg.JWKSURL,
-		jwk.WithHTTPClient(v.getter),
-		jwk.WithRefreshInterval(cfg.RefreshInterval),
-		jwk.WithIgnoreParseError(true),
-		jwk.WithPostFetcher(jwk.PostFetchFunc(func(_ string, set jwk.Set) (jwk.Set, error) {
-			return set, v.publish(set)
-		})),
-	)
-	if err != nil {
-		v.cancel()
-		return nil, fmt.Errorf("registering jwks url: %w", err)
+	v.validateOpts = []jwt.ValidateOption{
+		jwt.WithClock(jwt.ClockFunc(v.clock.Now)),
+		jwt.WithAcceptableSkew(cfg.Leeway),
+		jwt.WithIssuer(cfg.Issuer),
+		jwt.WithRequiredClaim(jwt.ExpirationKey),
 	}
-	v.nextRetry.Store(time.Now().Add(coldRetryMin).UnixNano())
+	if len(cfg.Audience) > 0 {
+		aud := cfg.Audience
+		v.validateOpts = append(v.validateOpts, jwt.WithValidator(jwt.ValidatorFunc(func(_ context.Context, t jwt.Token) jwt.ValidationError {
+			if slices.ContainsFunc(t.Audience(), func(a string) bool { return slices.Contains(aud, a) }) {
+				return nil
+			}
+			return jwt.ErrInvalidAudience()
+		})))
+	}
+	v.ctx, v.cancel = context.WithCancel(ctx)
+	v.started = v.clock.Now()
+	v.nextRetry.Store(v.started.UnixNano())
 	go v.run()
 	return v, nil
 }
 
-type errSinkFunc func(error)
-
-func (f errSinkFunc) Error(err error) { f(err) }
-
-// run owns every fetch this package starts itself: the first one, cold-start
-// retries and unknown-kid refetches. It ends when v.ctx does.
+// run owns every JWKS fetch: the first one, retries, the periodic refresh
+// and unknown-kid refetches. It ends when v.ctx does.
 func (v *Validator) run() {
 	defer close(v.done)
-	// One jwk.Cache.Refresh starts exactly one background refresh chain
-	// (httprc schedules the next refresh whether or not this one succeeds).
-	if _, err := v.jwks.Refresh(v.ctx, v.cfg.JWKSURL); err != nil && v.ctx.Err() == nil {
-		v.noteFetchError(err)
-		v.log.Warn("first jwks fetch failed, retrying", errAttr(err))
-	}
+	err := v.fetch(v.ctx, "start")
 	backoff := coldRetryMin
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	defer timer.Stop()
-	for {
-		var retry <-chan time.Time
-		if v.keys.Load() == nil {
-			timer.Reset(backoff)
-			v.nextRetry.Store(time.Now().Add(backoff).UnixNano())
-			retry = timer.C
+	var due time.Time
+	schedule := func(err error, cause string) {
+		now := v.clock.Now()
+		if err == nil {
+			backoff = warmRetryMin
+			due = now.Add(v.cfg.RefreshInterval)
+			v.nextRetry.Store(due.UnixNano())
+			return
 		}
+		if v.ctx.Err() != nil {
+			return
+		}
+		cold := v.keys.Load() == nil
+		limit := v.cfg.RefreshInterval
+		if cold {
+			limit = coldRetryMax
+		}
+		wait := min(backoff, limit)
+		backoff = min(2*backoff, limit)
+		due = now.Add(wait)
+		v.nextRetry.Store(due.UnixNano())
+		switch {
+		case cold && now.Sub(v.started) < startupQuiet:
+			// The IdP is likely just starting with us.
+			v.log.Debug("jwks not reachable yet, retrying", errAttr(err), "retry_in", wait.String())
+		case cold:
+			v.log.Warn("jwks fetch failed, no key set yet", errAttr(err), "retry_in", wait.String())
+		default:
+			v.log.Warn("jwks "+cause+" failed, keeping the last good key set", errAttr(err), "retry_in", wait.String())
+		}
+	}
+	schedule(err, "start")
+	for {
+		if v.ctx.Err() != nil {
+			return
+		}
+		timer, stop := v.clock.After(due.Sub(v.clock.Now()))
 		select {
 		case <-v.ctx.Done():
+			stop()
 			return
-		case <-retry:
-			if err := v.fetchDirect(); err != nil && v.ctx.Err() == nil {
-				v.log.Warn("jwks fetch failed, no key set yet", errAttr(err), "retry_in", min(2*backoff, coldRetryMax).String())
-			}
-			backoff = min(2*backoff, coldRetryMax)
+		case <-timer:
+			schedule(v.fetch(v.ctx, "refresh"), "refresh")
 		case done := <-v.refetchReq:
-			timer.Stop()
-			if err := v.fetchDirect(); err != nil && v.ctx.Err() == nil {
-				v.log.Warn("jwks refetch for unknown kid failed, keeping the last good key set", errAttr(err))
+			stop()
+			err := v.fetch(v.ctx, "unknown_kid")
+			if err != nil && v.ctx.Err() == nil {
+				v.log.Warn("jwks refetch for an unknown kid failed, keeping the last good key set", errAttr(err))
+			} else if err == nil {
+				schedule(nil, "")
 			}
 			v.refetchMu.Lock()
 			v.inflight = nil
@@ -165,8 +192,8 @@ func (v *Validator) run() {
 	}
 }
 
-// Close stops the background refresh and waits for this package's own
-// goroutine. Safe to call more than once.
+// Close stops the background work and waits for it. Safe to call more than
+// once.
 func (v *Validator) Close() {
 	v.closeOnce.Do(func() {
 		v.cancel()
@@ -186,11 +213,9 @@ func (v *Validator) Ready() error {
 	return ErrNotReady
 }
 
-func (v *Validator) noteFetchError(err error) { v.lastErr.Store(&err) }
-
 // retryAfter is the Retry-After for a 503: seconds until the next fetch.
 func (v *Validator) retryAfter() int {
-	d := time.Until(time.Unix(0, v.nextRetry.Load()))
+	d := time.Unix(0, v.nextRetry.Load()).Sub(v.clock.Now())
 	return min(max(int((d+time.Second-1)/time.Second), 1), int(coldRetryMax/time.Second))
 }
 
@@ -199,11 +224,19 @@ func (v *Validator) Stats() Stats {
 	s := Stats{
 		JWKSFetches:         v.stats.fetches.Load(),
 		JWKSFetchErrors:     v.stats.fetchErrors.Load(),
+		JWKSFetchOutcomes:   make(map[string]uint64, len(JWKSFetchOutcomes)),
 		JWKSLoads:           v.stats.loads.Load(),
 		UnknownKIDRefetches: v.stats.refetches.Load(),
 		Verifications:       v.stats.verifications.Load(),
 		CacheHits:           v.stats.hits.Load(),
 		CacheMisses:         v.stats.misses.Load(),
+		Failures:            make(map[string]uint64, len(FailureReasons)),
+	}
+	for i, o := range JWKSFetchOutcomes {
+		s.JWKSFetchOutcomes[o] = v.stats.outcomes[i].Load()
+	}
+	for i, r := range FailureReasons {
+		s.Failures[r] = v.stats.failures[i].Load()
 	}
 	if v.cache != nil {
 		s.CacheEntries = v.cache.len()
@@ -214,28 +247,53 @@ func (v *Validator) Stats() Stats {
 	return s
 }
 
+// countFailure counts a rejection under its reason.
+func (v *Validator) countFailure(reason string) {
+	i, ok := reasonIndex[reason]
+	if !ok {
+		i = reasonIndex[ReasonOther]
+	}
+	v.stats.failures[i].Add(1)
+}
+
+// tokenSum is the cache key: the token's SHA-256. Tokens up to 2 KiB (all
+// we have met: Wristband ~1 KB, Hydra with 4096-bit RSA ~1.3 KB) are copied
+// to the stack first, which keeps the cached path free of allocations
+// without unsafe; a larger token costs one allocation.
+func tokenSum(tok string) [32]byte {
+	var buf [2 << 10]byte
+	if len(tok) <= len(buf) {
+		n := copy(buf[:], tok)
+		return sha256.Sum256(buf[:n])
+	}
+	return sha256.Sum256([]byte(tok))
+}
+
 // Validate checks token (the compact JWS, without "Bearer ") and returns
 // its claims. Errors wrap ErrInvalidToken (as *TokenError) or are
 // ErrNotReady. A token seen before and still valid is answered from the
 // cache without signature verification.
 func (v *Validator) Validate(ctx context.Context, token string) (*Claims, error) {
 	if token == "" {
-		return nil, invalid("missing token", nil)
+		v.countFailure(ReasonMissing)
+		return nil, errMissingToken
 	}
 	if len(token) > v.cfg.MaxTokenBytes {
-		return nil, invalid("token too large", nil)
+		v.countFailure(ReasonMalformed)
+		return nil, errTooLarge
 	}
-	now := time.Now()
+	now := v.clock.Now()
 	var sum [32]byte
 	if v.cache != nil {
-		sum = sha256.Sum256(unsafeBytes(token))
+		sum = tokenSum(token)
 		if e := v.cache.get(&sum); e != nil {
 			ks := v.keys.Load()
 			switch {
 			case !now.Before(e.until):
 				v.cache.remove(&sum)
 				v.stats.hits.Add(1)
-				return nil, invalid("token expired", nil)
+				v.countFailure(ReasonExpired)
+				return nil, errExpiredCached
 			case ks != nil && ks.has(e.key):
 				v.stats.hits.Add(1)
 				return e.claims, nil
@@ -245,98 +303,35 @@ func (v *Validator) Validate(ctx context.Context, token string) (*Claims, error)
 		}
 	}
 	v.stats.misses.Add(1)
-
-	hseg, pseg, sseg, err := splitCompact(token)
+	claims, key, err := v.validateCold(ctx, token, now)
 	if err != nil {
-		return nil, err
-	}
-	h, err := parseHeader(hseg)
-	if err != nil {
-		return nil, err
-	}
-	if !slices.Contains(v.cfg.Algorithms, h.alg) {
-		return nil, invalid("algorithm not allowed", nil)
-	}
-	if tt := v.cfg.TokenType; tt != "" {
-		typ := h.typ
-		if len(typ) > len("application/") && strings.EqualFold(typ[:len("application/")], "application/") {
-			typ = typ[len("application/"):]
+		reason := ReasonNotReady
+		if te, ok := err.(*TokenError); ok {
+			reason = te.Reason
 		}
-		if !strings.EqualFold(typ, tt) {
-			return nil, invalid("wrong token type", nil)
-		}
-	}
-	sig, err := decodeSegment(sseg, "signature")
-	if err != nil {
-		return nil, err
-	}
-	key, err := v.keyFor(ctx, h)
-	if err != nil {
-		return nil, err
-	}
-	v.stats.verifications.Add(1)
-	if err := verifySignature(key, h.alg, token[:len(hseg)+1+len(pseg)], sig); err != nil {
-		return nil, invalid("invalid signature", err)
-	}
-	rc, err := parseClaims(pseg)
-	if err != nil {
-		return nil, err
-	}
-	if err := v.checkClaims(rc, now); err != nil {
+		v.countFailure(reason)
 		return nil, err
 	}
 	if v.cache != nil {
-		v.cache.put(&sum, &cacheEntry{claims: &rc.Claims, until: rc.ExpiresAt.Add(v.cfg.Leeway), key: key}, now)
+		v.cache.put(&sum, &cacheEntry{claims: claims, until: claims.ExpiresAt.Add(v.cfg.Leeway), key: key}, now)
 	}
-	return &rc.Claims, nil
-}
-
-// keyFor finds the key for the token's kid and alg, refetching the JWKS
-// once (per cooldown) for a kid we have never seen.
-func (v *Validator) keyFor(ctx context.Context, h header) (*verifyKey, error) {
-	ks := v.keys.Load()
-	if ks == nil {
-		return nil, ErrNotReady
-	}
-	cands, ok := ks.keys[h.kid]
-	if !ok {
-		if why, refused := ks.refused[h.kid]; refused {
-			return nil, invalid("key not usable", errors.New(why))
-		}
-		if ks = v.refetch(ctx); ks != nil {
-			cands, ok = ks.keys[h.kid]
-		}
-		if !ok {
-			if ks != nil {
-				if why, refused := ks.refused[h.kid]; refused {
-					return nil, invalid("key not usable", errors.New(why))
-				}
-			}
-			return nil, invalid("unknown kid", nil)
-		}
-	}
-	for _, k := range cands {
-		if slices.Contains(k.algs, h.alg) {
-			return k, nil
-		}
-	}
-	return nil, invalid("key does not match algorithm", nil)
+	return claims, nil
 }
 
 // refetch asks run to fetch the JWKS now, unless a refetch is in flight
-// (then it waits for that one) or the cooldown since the last one has not
-// passed (then it returns nil at once). Only unknown kids get here, so
-// tokens with known kids never wait on it.
+// (then it waits for that one) or the limiter has no token (then it returns
+// nil at once: the cooldown since the last refetch has not passed). Only
+// unknown kids get here, so tokens with known kids never wait on it.
 func (v *Validator) refetch(ctx context.Context) *keySet {
 	v.refetchMu.Lock()
 	ch := v.inflight
 	if ch == nil {
-		if !v.lastRefetch.IsZero() && time.Since(v.lastRefetch) < v.cfg.UnknownKIDCooldown {
+		if !v.limiter.AllowN(v.clock.Now(), 1) {
 			v.refetchMu.Unlock()
 			return nil
 		}
 		ch = make(chan struct{})
-		v.inflight, v.lastRefetch = ch, time.Now()
+		v.inflight = ch
 		v.stats.refetches.Add(1)
 		v.refetchReq <- ch // buffered, and only one refetch is in flight
 	}
@@ -346,32 +341,6 @@ func (v *Validator) refetch(ctx context.Context) *keySet {
 		return v.keys.Load()
 	case <-ctx.Done():
 	case <-v.ctx.Done():
-	}
-	return nil
-}
-
-func (v *Validator) checkClaims(rc *rawClaims, now time.Time) error {
-	c := &rc.Claims
-	lw := v.cfg.Leeway
-	if !rc.hasIss || c.Issuer != v.cfg.Issuer {
-		return invalid("wrong issuer", nil)
-	}
-	if !rc.hasExp {
-		return invalid("missing exp claim", nil)
-	}
-	if !now.Before(c.ExpiresAt.Add(lw)) {
-		return invalid("token expired", nil)
-	}
-	if rc.hasNbf && now.Add(lw).Before(c.NotBefore) {
-		return invalid("token not yet valid", nil)
-	}
-	if rc.hasIat && now.Add(lw).Before(c.IssuedAt) {
-		return invalid("token issued in the future", nil)
-	}
-	if len(v.cfg.Audience) > 0 && !slices.ContainsFunc(c.Audience, func(a string) bool {
-		return slices.Contains(v.cfg.Audience, a)
-	}) {
-		return invalid("wrong audience", nil)
 	}
 	return nil
 }

@@ -73,19 +73,20 @@ func TestJWKSDownCold(t *testing.T) {
 
 func TestJWKSDownWarm(t *testing.T) {
 	idp := jwtauthtest.NewIdP(t)
-	v := newValidator(t, idp, func(c *jwtauth.Config) { c.RefreshInterval = time.Second })
-	waitReady(t, v)
+	v, clk := newFakeClockValidator(t, idp, nil)
 	e := newServer(v)
 	idp.SetDown(true)
-	// Let the background refresh fail a few times.
-	before := idp.Fetches()
-	eventually(t, "background refreshes against the down IdP", func() bool { return idp.Fetches() >= before+2 })
+	// The refresh fails, then its retry (1 s later, doubling) fails too.
+	for i, d := range []time.Duration{jwtauth.DefaultRefreshInterval, time.Second, 2 * time.Second} {
+		n := idp.Fetches()
+		eventually(t, "the next refresh timer", func() bool { return clk.armed() > 0 })
+		clk.Advance(d)
+		eventually(t, fmt.Sprintf("refresh %d against the down IdP", i), func() bool { return idp.Fetches() > n })
+	}
 	if err := v.Ready(); err != nil {
 		t.Fatalf("Ready = %v while warm, want nil", err)
 	}
-	if s := v.Stats(); s.JWKSFetchErrors == 0 {
-		t.Fatalf("stats = %+v, want fetch errors", s)
-	}
+	eventually(t, "the failures counted", func() bool { return v.Stats().JWKSFetchOutcomes[jwtauth.FetchStatus] == 3 })
 	// A token never seen (so not cached) still validates with the last good set.
 	if r := do(t, e, bearer(idp.Mint(nil))); r.status != http.StatusOK {
 		t.Fatalf("warm, IdP down: %d %v, want 200", r.status, r.body)
@@ -123,19 +124,58 @@ func TestUnknownKIDFlood(t *testing.T) {
 	}
 }
 
-func TestUnknownKIDRefetchAgainAfterCooldown(t *testing.T) {
+// TestUnknownKIDCooldown: with the default cooldown (5 s), a random-kid flood
+// costs one JWKS fetch per cooldown while valid tokens keep passing, and a
+// key published during the cooldown is accepted on the first request after
+// it.
+func TestUnknownKIDCooldown(t *testing.T) {
 	idp := jwtauthtest.NewIdP(t)
-	v := newValidator(t, idp, func(c *jwtauth.Config) { c.UnknownKIDCooldown = time.Nanosecond })
-	waitReady(t, v)
+	v, clk := newFakeClockValidator(t, idp, func(c *jwtauth.Config) { c.UnknownKIDCooldown = 0 })
+	e := newServer(v)
 	k := idp.SigningKey()
-	for i := range 3 {
-		tok := jwtauthtest.Sign(k, map[string]any{"alg": "RS256", "kid": fmt.Sprint("gone-", i), "typ": "at+JWT"}, idp.Claims())
-		if _, err := v.Validate(context.Background(), tok); err == nil {
-			t.Fatal("unknown kid accepted")
+	flood := func(round int) {
+		t.Helper()
+		var wg sync.WaitGroup
+		for i := range 50 {
+			wg.Go(func() {
+				tok := jwtauthtest.Sign(k, map[string]any{"alg": "RS256", "kid": fmt.Sprintf("random-%d-%d", round, i), "typ": "at+JWT"}, idp.Claims())
+				if s := do(t, e, bearer(tok)).status; s != http.StatusUnauthorized {
+					t.Errorf("random kid: %d, want 401", s)
+				}
+			})
+			wg.Go(func() { // a fresh token (not cached) of the key in use before
+				if r := do(t, e, bearer(jwtauthtest.Sign(k, jwtauthtest.Header(k), idp.Claims()))); r.status != http.StatusOK {
+					t.Errorf("valid token during the flood: %d %v", r.status, r.body)
+				}
+			})
 		}
+		wg.Wait()
 	}
-	if s := v.Stats(); s.UnknownKIDRefetches != 3 {
-		t.Fatalf("UnknownKIDRefetches = %d, want 3 once the cooldown has passed each time", s.UnknownKIDRefetches)
+	before := idp.Fetches()
+	flood(0)
+	if got := idp.Fetches() - before; got != 1 {
+		t.Fatalf("first flood: %d JWKS fetches, want 1", got)
+	}
+	// A new key appears during the cooldown: refused until it ends...
+	newKey := idp.Rotate()
+	clk.Advance(jwtauth.DefaultUnknownKIDCooldown - time.Second)
+	flood(1)
+	if r := do(t, e, bearer(idp.Mint(nil))); r.status != http.StatusUnauthorized || r.body["error_description"] != "unknown kid" {
+		t.Fatalf("new key within the cooldown: %d %v, want 401 unknown kid", r.status, r.body)
+	}
+	if got := idp.Fetches() - before; got != 1 {
+		t.Fatalf("within the cooldown: %d JWKS fetches in all, want still 1", got)
+	}
+	// ... and accepted on the first request after it.
+	clk.Advance(time.Second)
+	if r := do(t, e, bearer(idp.Mint(nil))); r.status != http.StatusOK {
+		t.Fatalf("new key %s after the cooldown: %d %v, want 200", newKey.KID, r.status, r.body)
+	}
+	if got := idp.Fetches() - before; got != 2 {
+		t.Fatalf("after the cooldown: %d JWKS fetches in all, want 2", got)
+	}
+	if s := v.Stats(); s.UnknownKIDRefetches != 2 || s.Failures[jwtauth.ReasonUnknownKID] != 101 {
+		t.Fatalf("stats = %+v, want 2 refetches and 101 unknown-kid failures", s)
 	}
 }
 
@@ -197,8 +237,7 @@ func TestRotationNewKeyAcceptedFirstTime(t *testing.T) {
 
 func TestRotationRemovedKeyRejectedAfterRefresh(t *testing.T) {
 	idp := jwtauthtest.NewIdP(t)
-	v := newValidator(t, idp, func(c *jwtauth.Config) { c.RefreshInterval = time.Second })
-	waitReady(t, v)
+	v, clk := newFakeClockValidator(t, idp, nil)
 	e := newServer(v)
 	old := idp.SigningKey()
 	oldTok := idp.Mint(nil)
@@ -215,6 +254,8 @@ func TestRotationRemovedKeyRejectedAfterRefresh(t *testing.T) {
 	}
 	idp.RemoveKey(old.KID)
 	// The background refresh drops the key, and with it its cached token.
+	eventually(t, "the refresh timer", func() bool { return clk.armed() > 0 })
+	clk.Advance(jwtauth.DefaultRefreshInterval)
 	eventually(t, "the old key's cache entry to be dropped", func() bool { return v.Stats().CacheEntries == 1 })
 	if r := do(t, e, bearer(oldTok)); r.status != http.StatusUnauthorized || r.body["error_description"] != "unknown kid" {
 		t.Fatalf("token of a removed key: %d %v, want 401 unknown kid", r.status, r.body)
@@ -259,24 +300,24 @@ func TestCacheDisabled(t *testing.T) {
 // none here) has passed, without being verified again.
 func TestCacheNeverOutlivesExp(t *testing.T) {
 	idp := jwtauthtest.NewIdP(t)
-	v := newValidator(t, idp, func(c *jwtauth.Config) { c.Leeway = -1 })
-	waitReady(t, v)
-	// At least 2 s of life: a first use that fails is a bug, not slowness.
-	exp := time.Now().Add(3 * time.Second).Truncate(time.Second)
+	v, clk := newFakeClockValidator(t, idp, func(c *jwtauth.Config) { c.Leeway = -1 })
+	exp := clk.Now().Add(3 * time.Second).Truncate(time.Second)
 	tok := idp.Mint(map[string]any{"exp": exp.Unix()})
 	if _, err := v.Validate(context.Background(), tok); err != nil {
 		t.Fatalf("valid token refused before exp: %v", err)
 	}
-	for !time.Now().After(exp) {
-		time.Sleep(50 * time.Millisecond)
+	clk.Advance(exp.Sub(clk.Now()) - time.Millisecond)
+	if _, err := v.Validate(context.Background(), tok); err != nil {
+		t.Fatalf("valid token refused 1 ms before exp: %v", err)
 	}
+	clk.Advance(time.Millisecond)
 	_, err := v.Validate(context.Background(), tok)
 	var te *jwtauth.TokenError
 	if !errors.As(err, &te) || te.Description != "token expired" {
-		t.Fatalf("after exp: %v, want token expired", err)
+		t.Fatalf("at exp: %v, want token expired", err)
 	}
-	if s := v.Stats(); s.Verifications != 1 || s.CacheEntries != 0 {
-		t.Fatalf("stats = %+v, want 1 verification and the entry gone", s)
+	if s := v.Stats(); s.Verifications != 1 || s.CacheEntries != 0 || s.CacheHits != 2 {
+		t.Fatalf("stats = %+v, want 1 verification, 2 hits and the entry gone", s)
 	}
 }
 
@@ -328,16 +369,31 @@ func TestAudience(t *testing.T) {
 	}
 }
 
-// TestKeyWithoutAlg: Wristband's JWKs may lack "alg"; jwx skips such keys
-// unless told to infer it. We infer it from the key type.
+// TestKeyWithoutAlg: Wristband's JWKs may lack "alg". Such a key gets the
+// one allowed algorithm that fits its type, and is refused when several fit
+// (RS256 and PS256 for an RSA key): the token's header must never choose.
 func TestKeyWithoutAlg(t *testing.T) {
 	idp := jwtauthtest.NewIdP(t)
 	idp.SigningKey().OmitAlg = true
 	idp.SigningKey().Use = "-"
-	v := newValidator(t, idp, nil)
+	ec := jwtauthtest.NewECKey()
+	ec.OmitAlg = true
+	idp.AddKey(ec)
+	v := newValidator(t, idp, func(c *jwtauth.Config) { c.Algorithms = []string{"RS256", "ES256"} })
 	waitReady(t, v)
 	if _, err := v.Validate(context.Background(), idp.Mint(nil)); err != nil {
-		t.Fatalf("key without alg/use: %v", err)
+		t.Fatalf("RSA key without alg/use: %v", err)
+	}
+	if _, err := v.Validate(context.Background(), jwtauthtest.Sign(ec, jwtauthtest.Header(ec), idp.Claims())); err != nil {
+		t.Fatalf("EC key without alg: %v", err)
+	}
+
+	amb := newValidator(t, idp, func(c *jwtauth.Config) { c.Algorithms = []string{"RS256", "PS256", "ES256"} })
+	waitReady(t, amb)
+	_, err := amb.Validate(context.Background(), idp.Mint(nil))
+	var te *jwtauth.TokenError
+	if !errors.As(err, &te) || te.Description != "key not usable" || !strings.Contains(err.Error(), "2 allowed algorithms fit") {
+		t.Fatalf("RSA key without alg, RS256 and PS256 allowed: %v, want key not usable", err)
 	}
 }
 
@@ -473,17 +529,70 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// TestEmptyJWKSKeepsLastGoodSet: a JWKS with no usable key is treated as a
-// failed fetch.
-func TestEmptyJWKSKeepsLastGoodSet(t *testing.T) {
-	idp := jwtauthtest.NewIdP(t)
-	v := newValidator(t, idp, func(c *jwtauth.Config) { c.RefreshInterval = time.Second })
-	waitReady(t, v)
-	k := idp.SigningKey()
-	idp.RemoveKey(k.KID)
-	before := idp.Fetches()
-	eventually(t, "refreshes of the empty JWKS", func() bool { return idp.Fetches() >= before+2 })
-	if _, err := v.Validate(context.Background(), idp.Mint(nil)); err != nil {
-		t.Fatalf("after an empty JWKS: %v, want the last good set to serve", err)
+// TestWellFormedJWKSIsHonoured: a 200 with a well-formed JWKS is the IdP's
+// word, applied at the next fetch: a key turned "use": "enc", or a set
+// emptied, stops verifying at once, cached tokens included.
+func TestWellFormedJWKSIsHonoured(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		revoke func(*jwtauthtest.IdP, string)
+		why    string
+	}{
+		{"use enc", func(p *jwtauthtest.IdP, kid string) { p.SetKeyUse(kid, "enc") }, "key not usable"},
+		{"empty set", func(p *jwtauthtest.IdP, kid string) { p.RemoveKey(kid) }, "unknown kid"},
+		{"empty set, raw", func(p *jwtauthtest.IdP, _ string) { p.SetBody([]byte(`{"keys":[]}`)) }, "unknown kid"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			idp := jwtauthtest.NewIdP(t)
+			v, clk := newFakeClockValidator(t, idp, nil)
+			tok := idp.Mint(nil)
+			if _, err := v.Validate(context.Background(), tok); err != nil {
+				t.Fatal(err)
+			}
+			tc.revoke(idp, idp.SigningKey().KID)
+			before := idp.Fetches()
+			clk.Advance(jwtauth.DefaultRefreshInterval)
+			eventually(t, "the refresh", func() bool { return v.Stats().JWKSLoads >= 2 })
+			for _, tk := range []string{tok, idp.Mint(nil)} { // cached, and new
+				_, err := v.Validate(context.Background(), tk)
+				var te *jwtauth.TokenError
+				if !errors.As(err, &te) || te.Description != tc.why {
+					t.Fatalf("after revocation: %v, want %q", err, tc.why)
+				}
+			}
+			// The refresh, and at most one unknown-kid refetch.
+			if n := idp.Fetches() - before; n < 1 || n > 2 {
+				t.Fatalf("%d fetches after the revocation, want 1 or 2", n)
+			}
+			if v.Ready() != nil {
+				t.Fatalf("Ready = %v: a loaded (even empty) set keeps the validator ready", v.Ready())
+			}
+		})
+	}
+}
+
+// TestFailedRefreshKeepsLastGoodSet: what is not a well-formed 200 JWKS
+// (an error status, garbage, an object without "keys") changes nothing.
+func TestFailedRefreshKeepsLastGoodSet(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		break_ func(*jwtauthtest.IdP)
+	}{
+		{"503", func(p *jwtauthtest.IdP) { p.SetDown(true) }},
+		{"not JSON", func(p *jwtauthtest.IdP) { p.SetBody([]byte(`<html>maintenance</html>`)) }},
+		{"no keys member", func(p *jwtauthtest.IdP) { p.SetBody([]byte(`{}`)) }},
+		{"keys is not an array", func(p *jwtauthtest.IdP) { p.SetBody([]byte(`{"keys":{}}`)) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			idp := jwtauthtest.NewIdP(t)
+			v, clk := newFakeClockValidator(t, idp, nil)
+			tc.break_(idp)
+			before := v.Stats().JWKSFetchErrors
+			clk.Advance(jwtauth.DefaultRefreshInterval)
+			eventually(t, "the failed refresh", func() bool { return v.Stats().JWKSFetchErrors > before })
+			if _, err := v.Validate(context.Background(), idp.Mint(nil)); err != nil {
+				t.Fatalf("after a failed refresh: %v, want the last good set to serve", err)
+			}
+		})
 	}
 }

@@ -165,8 +165,32 @@ func LoadEnv(spec any) []error {
 		return []error{errors.New("reading configuration: the specification must be a struct pointer")}
 	}
 	var errs []error
-	loadStruct(v.Elem(), &errs)
+	loadStruct(v.Elem(), fieldNames(v.Elem().Type(), map[string]bool{}), &errs)
 	return errs
+}
+
+// fieldNames collects the variables spec's fields name, embedded structs
+// included.
+func fieldNames(t reflect.Type, into map[string]bool) map[string]bool {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		switch {
+		case !f.IsExported() || f.Tag.Get("ignored") == "true":
+		case isEmbeddedSpec(f):
+			fieldNames(f.Type, into)
+		default:
+			into[varName(f)] = true
+		}
+	}
+	return into
+}
+
+func isEmbeddedSpec(f reflect.StructField) bool {
+	return f.Anonymous && f.Type.Kind() == reflect.Struct && !reflect.PointerTo(f.Type).Implements(unmarshalType)
+}
+
+func varName(f reflect.StructField) string {
+	return cmp.Or(f.Tag.Get("envconfig"), strings.ToUpper(f.Name))
 }
 
 var (
@@ -174,7 +198,10 @@ var (
 	unmarshalType = reflect.TypeFor[encoding.TextUnmarshaler]()
 )
 
-func loadStruct(v reflect.Value, errs *[]error) {
+// loadStruct fills v's fields. names are all the variables the spec reads:
+// a spec with its own field for NAME_FILE reads that file itself, so the
+// NAME_FILE convention is then off for NAME (one file, read once).
+func loadStruct(v reflect.Value, names map[string]bool, errs *[]error) {
 	t := v.Type()
 	for i := range t.NumField() {
 		f := t.Field(i)
@@ -182,12 +209,13 @@ func loadStruct(v reflect.Value, errs *[]error) {
 		if !f.IsExported() || f.Tag.Get("ignored") == "true" {
 			continue
 		}
-		if f.Anonymous && f.Type.Kind() == reflect.Struct && !reflect.PointerTo(f.Type).Implements(unmarshalType) {
-			loadStruct(fv, errs)
+		if isEmbeddedSpec(f) {
+			loadStruct(fv, names, errs)
 			continue
 		}
-		name := cmp.Or(f.Tag.Get("envconfig"), strings.ToUpper(f.Name))
-		raw, set, err := lookup(name, f.Tag.Get("secret") == "true")
+		name := varName(f)
+		secret := f.Tag.Get("secret") == "true" && !names[name+"_FILE"]
+		raw, set, err := lookup(name, secret)
 		if err != nil {
 			*errs = append(*errs, err)
 			continue

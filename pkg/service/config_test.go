@@ -80,6 +80,19 @@ type secretSpec struct {
 	Plain  string `envconfig:"SVC_TEST_PLAIN"`
 }
 
+// A spec that reads NAME_FILE itself keeps it: the file is not read twice,
+// nor is NAME set from it behind the spec's back.
+func TestSecretFileConventionGivesWayToAnExplicitField(t *testing.T) {
+	var spec struct {
+		Secret string `envconfig:"SVC_TEST_SECRET" secret:"true"`
+		File   string `envconfig:"SVC_TEST_SECRET_FILE"`
+	}
+	t.Setenv("SVC_TEST_SECRET_FILE", "/nonexistent/file")
+	if errs := LoadEnv(&spec); len(errs) > 0 || spec.Secret != "" || spec.File != "/nonexistent/file" {
+		t.Fatalf("got %+v %v", spec, errs)
+	}
+}
+
 func TestSecretsFromFiles(t *testing.T) {
 	dir := t.TempDir()
 	write := func(name, content string, mode os.FileMode) string {

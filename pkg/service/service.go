@@ -273,7 +273,11 @@ func Serve(ctx context.Context, log *slog.Logger, e *echo.Echo, b Base) error {
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", b.ListenAddr, err)
 	}
-	ln := newLimitListener(inner, cmp.Or(b.MaxConnections, defaultMaxConnections))
+	limit := b.MaxConnections
+	if limit <= 0 { // a Base not read by Load
+		limit = defaultMaxConnections
+	}
+	ln := newLimitListener(inner, limit)
 	srv := &http.Server{
 		Handler:           e,
 		ReadHeaderTimeout: readHeaderTimeout,

@@ -35,6 +35,8 @@ type config struct {
 	Leeway           time.Duration `envconfig:"CLOCK_LEEWAY"`
 	RequiredScopes   []string      `envconfig:"REQUIRED_SCOPES"`
 	AllowedClientIDs []string      `envconfig:"ALLOWED_CLIENT_IDS"`
+	AllowedSubKinds  []string      `envconfig:"ALLOWED_SUB_KINDS"`                  // Wristband: "client" admits only M2M client tokens
+	RefreshCooldown  time.Duration `envconfig:"JWKS_REFRESH_COOLDOWN" default:"5s"` // least gap between unknown-kid JWKS refetches
 }
 
 func main() { service.Main("protected-data", defaultAddr, run) }
@@ -59,6 +61,9 @@ func (c config) validate() (wristband.Endpoints, []error) {
 	if c.Leeway > jwtauth.MaxLeeway {
 		errs = append(errs, fmt.Errorf("CLOCK_LEEWAY: more than %s, which would lengthen every token's life rather than absorb clock skew (e.g. 30s; a negative value means none)", jwtauth.MaxLeeway))
 	}
+	if c.RefreshCooldown <= 0 {
+		errs = append(errs, errors.New("JWKS_REFRESH_COOLDOWN: must be a positive duration (e.g. 5s)"))
+	}
 	return ep, errs
 }
 
@@ -81,7 +86,8 @@ func run(ctx context.Context, _ []string) error {
 	v, err := jwtauth.New(ctx, jwtauth.Config{
 		JWKSURL: ep.JWKSURL, Issuer: ep.Issuer, Audience: cfg.Audience,
 		Algorithms: cfg.Algorithms, TokenType: cfg.TokenType, Leeway: cfg.Leeway,
-		Realm: "protected-data", Logger: log,
+		UnknownKIDCooldown: cfg.RefreshCooldown,
+		Realm:              "protected-data", Logger: log,
 	})
 	if err != nil {
 		return fmt.Errorf("invalid configuration:\n%w", err)
@@ -99,6 +105,9 @@ func run(ctx context.Context, _ []string) error {
 	}
 	if len(cfg.AllowedClientIDs) > 0 {
 		opts = append(opts, jwtauth.AllowClients(cfg.AllowedClientIDs...))
+	}
+	if len(cfg.AllowedSubKinds) > 0 {
+		opts = append(opts, jwtauth.AllowSubKinds(cfg.AllowedSubKinds...))
 	}
 	tel.Register(telemetry.ValidatorCollector(v))
 	e := service.NewEcho(log)

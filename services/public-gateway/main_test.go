@@ -24,7 +24,7 @@ func load(t *testing.T, env ...string) (config, []string) {
 	_, _, verrs := cfg.validate()
 	var msgs []string
 	for _, e := range append(errs, verrs...) {
-		msgs = append(msgs, e.Error())
+		msgs = append(msgs, strings.Split(e.Error(), "\n")...) // a joined error: one line each
 	}
 	return cfg, msgs
 }

@@ -115,6 +115,7 @@ type IdP struct {
 	down    bool
 	stall   chan struct{}
 	extra   []json.RawMessage
+	body    []byte // non-nil: served as is with 200 instead of the JWKS
 
 	fetches atomic.Int64
 }
@@ -167,6 +168,14 @@ func (p *IdP) SetDown(down bool) {
 	p.mu.Unlock()
 }
 
+// SetBody makes the JWKS endpoint answer 200 with body as is (garbage, an
+// empty object, ...); nil serves the JWKS again.
+func (p *IdP) SetBody(body []byte) {
+	p.mu.Lock()
+	p.body = body
+	p.mu.Unlock()
+}
+
 // Stall makes JWKS requests hang until the returned release is called
 // (or the IdP closes). release is idempotent.
 func (p *IdP) Stall() (release func()) {
@@ -213,6 +222,18 @@ func (p *IdP) RemoveKey(kid string) {
 	}
 }
 
+// SetKeyUse changes the published "use" of the key with kid (see Key.Use),
+// e.g. to "enc" to revoke it for signatures.
+func (p *IdP) SetKeyUse(kid, use string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, k := range p.keys {
+		if k.KID == kid {
+			k.Use = use
+		}
+	}
+}
+
 // Rotate publishes a new RSA key, makes it the signing key, and leaves the
 // old one published (as IdPs do while old tokens live). It returns the new key.
 func (p *IdP) Rotate() *Key {
@@ -235,7 +256,7 @@ func (p *IdP) AddRawJWK(raw json.RawMessage) {
 func (p *IdP) serveJWKS(w http.ResponseWriter, r *http.Request) {
 	p.fetches.Add(1)
 	p.mu.Lock()
-	stall, down := p.stall, p.down
+	stall, down, body := p.stall, p.down, p.body
 	keys := make([]any, 0, len(p.keys)+len(p.extra))
 	for _, k := range p.keys {
 		keys = append(keys, k.JWK())
@@ -256,6 +277,10 @@ func (p *IdP) serveJWKS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
+	if body != nil {
+		_, _ = w.Write(body)
+		return
+	}
 	_ = json.NewEncoder(w).Encode(map[string]any{"keys": keys})
 }
 

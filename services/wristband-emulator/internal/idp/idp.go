@@ -16,7 +16,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"log/slog"
 	"mime"
 	"net/http"
 	"net/url"
@@ -167,14 +166,6 @@ func (p *IdP) token(c echo.Context) error {
 		secret = v
 	}
 	want, known := p.cfg.Clients[id]
-	// The audit trail names the client of every token request, failed ones
-	// included. An unknown ID is not logged: it may be a secret pasted into
-	// the wrong field.
-	logID := "(unknown)"
-	if known {
-		logID = id
-	}
-	service.AddLogAttrs(c, slog.String("client_id", logID))
 	// Compare even for unknown clients so timing does not reveal which IDs exist.
 	if !known {
 		want = "\x00unknown-client"

@@ -1,0 +1,79 @@
+package main
+
+import (
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/service"
+)
+
+// clearEnv unsets, for this test, every variable the config reads, so that
+// the developer's own environment cannot change the outcome.
+func clearEnv(t *testing.T, typ reflect.Type) {
+	for i := range typ.NumField() {
+		f := typ.Field(i)
+		if f.Anonymous {
+			clearEnv(t, f.Type)
+			continue
+		}
+		if name := f.Tag.Get("envconfig"); name != "" {
+			if _, set := os.LookupEnv(name); set {
+				t.Setenv(name, "") // restores it after the test
+				os.Unsetenv(name)
+			}
+		}
+	}
+}
+
+func load(t *testing.T, env ...string) []string {
+	t.Helper()
+	clearEnv(t, reflect.TypeFor[config]())
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
+	var cfg config
+	_, errs := service.Load(&cfg, defaultAddr)
+	_, verrs := cfg.validate()
+	var msgs []string
+	for _, e := range append(errs, verrs...) {
+		msgs = append(msgs, strings.Split(e.Error(), "\n")...) // a joined error: one line each
+	}
+	return msgs
+}
+
+func TestValidateReportsEachMistakeOnce(t *testing.T) {
+	cases := []struct {
+		name string
+		env  []string
+		want []string // message prefixes, in order
+	}{
+		{"emulator fallback is enough", []string{"WRISTBAND_EMULATOR_URL=http://127.0.0.1:6003"}, nil},
+		{"every mistake at once", []string{"JWKS_URL=notaurl", "ISSUER=", "CLOCK_LEEWAY=5m", "ALGORITHMS=HS256"},
+			[]string{"JWKS_URL: not an http", "ISSUER: no issuer", "ALGORITHMS:", "CLOCK_LEEWAY: more than 1m0s"}},
+		{"unparsable leeway, reported once", []string{"WRISTBAND_EMULATOR_URL=http://127.0.0.1:6003", "CLOCK_LEEWAY=soon"},
+			[]string{"CLOCK_LEEWAY: not a valid duration"}},
+		{"no leeway at all is allowed", []string{"WRISTBAND_EMULATOR_URL=http://127.0.0.1:6003", "CLOCK_LEEWAY=-1s"}, nil},
+		{"several algorithms, one bad", []string{"WRISTBAND_EMULATOR_URL=http://127.0.0.1:6003", "ALGORITHMS=RS256, ES256,none"},
+			[]string{"ALGORITHMS:"}},
+		{"bad vanity domain only", []string{"APPLICATION_VANITY_DOMAIN=acme.dev/x"}, []string{"APPLICATION_VANITY_DOMAIN:"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			msgs := load(t, tc.env...)
+			if len(msgs) != len(tc.want) {
+				t.Fatalf("got %q, want %d message(s) starting %q", msgs, len(tc.want), tc.want)
+			}
+			for i, w := range tc.want {
+				if !strings.HasPrefix(msgs[i], w) || !strings.Contains(msgs[i], "e.g.") {
+					t.Errorf("message %q, want it to start with %q and give an example", msgs[i], w)
+				}
+				if strings.Contains(msgs[i], "notaurl") || strings.Contains(msgs[i], "HS256") {
+					t.Errorf("message %q echoes a value", msgs[i])
+				}
+			}
+		})
+	}
+}
