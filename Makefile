@@ -42,13 +42,6 @@ test:
 lint:
 	./tools/lint.sh
 
-## bench: package benchmarks (token cache, JWT validation) and the system's
-## throughput against a Go hello-world, all in one run on this machine
-BENCHTIME ?= 3s
-bench:
-	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./pkg/m2m ./pkg/jwtauth ./bench
-	$(GO) test -run '^$$' -bench Throughput -benchtime $(BENCHTIME) -count=1 ./e2e
-
 ## clean: remove bin/ (images: make clean-images)
 clean:
 	rm -rf bin

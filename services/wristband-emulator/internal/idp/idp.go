@@ -16,6 +16,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"log/slog"
 	"mime"
 	"net/http"
 	"net/url"
@@ -45,6 +46,8 @@ type Config struct {
 	Key      *rsa.PrivateKey
 	KeyID    string // empty: derived from the key (RFC 7638 thumbprint)
 	Now      func() time.Time
+	// Limits of the token endpoint; the zero value means no limit.
+	Limits Limits
 }
 
 // IdP serves the two endpoints.
@@ -53,6 +56,9 @@ type IdP struct {
 	signKey jwk.Key
 	jwks    []byte
 	issued  atomic.Uint64
+	limited atomic.Uint64
+
+	perClient, perSource *limiter
 }
 
 // New checks the config and prepares the signing key and the JWKS document.
@@ -104,7 +110,15 @@ func New(cfg Config) (*IdP, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encoding JWKS: %w", err)
 	}
-	return &IdP{cfg: cfg, signKey: priv, jwks: doc}, nil
+	ids := make([]string, 0, len(cfg.Clients))
+	for id := range cfg.Clients {
+		ids = append(ids, id)
+	}
+	return &IdP{
+		cfg: cfg, signKey: priv, jwks: doc,
+		perClient: newLimiter(cfg.Limits.PerClient, cfg.Limits.PerClientBurst, ids),
+		perSource: newLimiter(cfg.Limits.PerSource, cfg.Limits.PerSourceBurst, nil),
+	}, nil
 }
 
 // KeyID is the kid of the signing key.
@@ -112,6 +126,9 @@ func (p *IdP) KeyID() string { return p.cfg.KeyID }
 
 // Issued counts the tokens issued since start.
 func (p *IdP) Issued() uint64 { return p.issued.Load() }
+
+// Limited counts the token requests refused with 429 since start.
+func (p *IdP) Limited() uint64 { return p.limited.Load() }
 
 // Register adds the endpoints to e.
 func (p *IdP) Register(e *echo.Echo) {
@@ -140,8 +157,54 @@ func (p *IdP) fail(c echo.Context, status int, code, desc string) error {
 // few dozen bytes.
 const maxFormBytes = 8 << 10
 
+// tooMany answers 429 with an honest Retry-After and an RFC 6749-style body
+// (temporarily_unavailable is the registered code closest to "slow down").
+func (p *IdP) tooMany(c echo.Context, wait time.Duration, desc string) error {
+	p.limited.Add(1)
+	ra := retryAfter(wait)
+	c.Response().Header().Set("Retry-After", ra)
+	return p.fail(c, http.StatusTooManyRequests, "temporarily_unavailable", desc+"; retry after "+ra+" s")
+}
+
+// refused notes a failed token request on its access-log line: the
+// client_id, so an operator can tell which client is misconfigured or under
+// attack, and the error code. An ID that is not registered is written as
+// "(unknown)": it may be a secret pasted into the wrong field. The secret
+// itself is never logged.
+func (p *IdP) refused(c echo.Context, clientID, code string) {
+	service.AddLogAttrs(c, slog.String("client_id", p.loggableID(clientID)), slog.String("oauth_error", code))
+}
+
+func (p *IdP) loggableID(id string) string {
+	switch _, known := p.cfg.Clients[id]; {
+	case id == "":
+		return "(none)"
+	case !known:
+		return "(unknown)"
+	}
+	return id
+}
+
+// presentedID is the client_id a request claims, before anything is parsed
+// or checked (for the log line of a request refused early).
+func presentedID(r *http.Request) string {
+	id, _, ok := r.BasicAuth()
+	if !ok {
+		return ""
+	}
+	if v, err := unescape(id); err == nil {
+		return v
+	}
+	return id
+}
+
 func (p *IdP) token(c echo.Context) error {
 	r := c.Request()
+	now := p.cfg.Now()
+	if wait := p.perSource.wait(sourceIP(r, c.Echo().IPExtractor), now); wait > 0 {
+		p.refused(c, presentedID(r), "rate_limited")
+		return p.tooMany(c, wait, "too many token requests from this address")
+	}
 	mt, _, err := mime.ParseMediaType(r.Header.Get(echo.HeaderContentType))
 	if err != nil || mt != echo.MIMEApplicationForm {
 		return p.fail(c, http.StatusBadRequest, "invalid_request", "Content-Type must be application/x-www-form-urlencoded")
@@ -157,6 +220,7 @@ func (p *IdP) token(c echo.Context) error {
 	}
 	id, secret, ok := r.BasicAuth()
 	if !ok {
+		p.refused(c, r.PostForm.Get("client_id"), "invalid_client")
 		return p.fail(c, http.StatusUnauthorized, "invalid_client", "client authentication with HTTP Basic is required")
 	}
 	// RFC 6749 2.3.1: the credentials are form-urlencoded before Basic encoding.
@@ -172,13 +236,22 @@ func (p *IdP) token(c echo.Context) error {
 		want = "\x00unknown-client"
 	}
 	if subtle.ConstantTimeCompare([]byte(secret), []byte(want)) != 1 || !known {
+		p.refused(c, id, "invalid_client")
 		return p.fail(c, http.StatusUnauthorized, "invalid_client", "client authentication failed")
+	}
+	service.AddLogAttrs(c, slog.String("client_id", id))
+	// Charged only once authenticated: see Limits.PerClient.
+	if wait := p.perClient.wait(id, now); wait > 0 {
+		service.AddLogAttrs(c, slog.String("oauth_error", "rate_limited"))
+		return p.tooMany(c, wait, "too many token requests for this client")
 	}
 	switch gt := r.PostForm.Get("grant_type"); gt {
 	case "":
+		service.AddLogAttrs(c, slog.String("oauth_error", "invalid_request"))
 		return p.fail(c, http.StatusBadRequest, "invalid_request", "grant_type is required")
 	case "client_credentials":
 	default:
+		service.AddLogAttrs(c, slog.String("oauth_error", "unsupported_grant_type"))
 		return p.fail(c, http.StatusBadRequest, "unsupported_grant_type", "only client_credentials is supported for machine-to-machine clients")
 	}
 	tok, err := p.Mint(id)
