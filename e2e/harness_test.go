@@ -41,7 +41,7 @@ func runMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	binDir = dir
-	for _, pkg := range []string{"services/public-gateway", "services/protected-data", "services/wristband-emulator", "e2e/hello"} {
+	for _, pkg := range []string{"services/public-gateway", "services/protected-data", "services/wristband-emulator", "e2e/hello", "e2e/twohop"} {
 		svc := filepath.Base(pkg)
 		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, svc), "./"+pkg)
 		cmd.Dir = ".."
@@ -94,7 +94,9 @@ func start(t testing.TB, svc string, env ...string) *proc {
 	t.Helper()
 	p := &proc{name: svc, out: &syncBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(filepath.Join(binDir, svc))
-	p.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "LOG_FORMAT=" + logFormat, "LOG_LEVEL=" + logLevel}, env...)
+	// Metrics on, as shipped, on a port of their own (the default :9090
+	// would collide between processes); env may override it.
+	p.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "LOG_FORMAT=" + logFormat, "LOG_LEVEL=" + logLevel, "METRICS_ADDR=127.0.0.1:0"}, env...)
 	p.cmd.Stdout = p.out
 	p.cmd.Stderr = p.out
 	if err := p.cmd.Start(); err != nil {

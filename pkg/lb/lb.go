@@ -182,12 +182,14 @@ func (t *Transport) poolsLocked() []*pool {
 
 // AddrStats describes one resolved address of a host.
 type AddrStats struct {
-	Host     string
-	Addr     netip.Addr
-	Requests uint64 // attempts sent to this address
-	Failures uint64 // attempts that failed before a response
-	InFlight int64
-	Ejected  bool
+	Host      string
+	Addr      netip.Addr
+	Requests  uint64 // attempts sent to this address
+	Failures  uint64 // attempts that failed before a response
+	Retries   uint64 // of Requests, those retrying an attempt that failed on another address
+	Ejections uint64 // times the address was taken out of rotation (not counting extensions of a running cool-off)
+	InFlight  int64
+	Ejected   bool
 }
 
 // Stats returns the current addresses of every host the transport has seen,
@@ -201,12 +203,14 @@ func (t *Transport) Stats() []AddrStats {
 	for _, p := range pools {
 		for _, b := range p.snapshot() {
 			out = append(out, AddrStats{
-				Host:     p.host,
-				Addr:     b.addr,
-				Requests: b.requests.Load(),
-				Failures: b.failures.Load(),
-				InFlight: b.inflight.Load(),
-				Ejected:  b.ejectedUntil.Load() > now,
+				Host:      p.host,
+				Addr:      b.addr,
+				Requests:  b.requests.Load(),
+				Failures:  b.failures.Load(),
+				Retries:   b.retries.Load(),
+				Ejections: b.ejections.Load(),
+				InFlight:  b.inflight.Load(),
+				Ejected:   b.ejectedUntil.Load() > now,
 			})
 		}
 	}
@@ -251,6 +255,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			break // every address tried
 		}
 		tried = append(tried, b)
+		if i > 0 {
+			b.retries.Add(1)
+		}
 		resp, err := t.attempt(req, b)
 		if err == nil {
 			return resp, nil
@@ -286,6 +293,7 @@ func (t *Transport) attempt(req *http.Request, b *backend) (*http.Response, erro
 func (t *Transport) eject(p *pool, b *backend, err error) {
 	until := time.Now().Add(t.cfg.EjectFor).UnixNano()
 	if b.ejectedUntil.Swap(until) < time.Now().UnixNano() {
+		b.ejections.Add(1)
 		t.cfg.Logger.Info("lb: address ejected", "host", p.host, "addr", b.addr.String(), "for", t.cfg.EjectFor.String(), "err", err.Error())
 	}
 	// Idle connections to a replica that just failed are unlikely to be
@@ -528,6 +536,8 @@ type backend struct {
 
 	requests     atomic.Uint64
 	failures     atomic.Uint64
+	retries      atomic.Uint64
+	ejections    atomic.Uint64
 	inflight     atomic.Int64
 	ejectedUntil atomic.Int64 // unix nanoseconds
 }

@@ -373,6 +373,22 @@ func TestSilentReplicaIsLeftAfterAttemptTimeout(t *testing.T) {
 	if got := reps[0].hits.Load() + reps[1].hits.Load(); got != 100 {
 		t.Errorf("live replicas served %d, want 100", got)
 	}
+	// Every attempt lost to the silent replica was retried on a live one,
+	// and the silent one was ejected once (the cool-off outlasts the test).
+	var silentFailures, silentEjections, liveRetries, silentRetries uint64
+	for _, s := range tr.Stats() {
+		if s.Addr.String() == "127.0.0.9" {
+			silentFailures, silentEjections, silentRetries = s.Failures, s.Ejections, s.Retries
+		} else {
+			liveRetries += s.Retries
+		}
+	}
+	if silentFailures == 0 || liveRetries != silentFailures || silentRetries != 0 {
+		t.Errorf("silent replica failures %d, retries on live replicas %d, retries on the silent one %d: want failures = live retries > 0, 0", silentFailures, liveRetries, silentRetries)
+	}
+	if silentEjections != 1 {
+		t.Errorf("silent replica ejected %d times, want 1", silentEjections)
+	}
 }
 
 // Requests that may have side effects are sent once: a failure is the

@@ -14,6 +14,7 @@ import (
 	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/certgen"
 	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/jwtauth"
 	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/service"
+	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/telemetry"
 	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/wristband"
 	"github.com/wristband-m2m-go/wristband-m2m-go/services/protected-data/internal/api"
 )
@@ -80,6 +81,13 @@ func run(ctx context.Context, args []string) error {
 		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
 
+	tel, err := telemetry.New(ctx, "protected-data", telemetry.Settings{MetricsAddr: cfg.MetricsAddr, PProf: cfg.PProf}, log)
+	if err != nil {
+		return fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	defer tel.Close() // last: flushes the spans of everything below
+	log = tel.Logger(log)
+
 	// The validator owns its background JWKS refresh; it ends with Close.
 	v, err := jwtauth.New(ctx, jwtauth.Config{
 		JWKSURL: ep.JWKSURL, Issuer: ep.Issuer, Audience: cfg.Audience,
@@ -107,9 +115,14 @@ func run(ctx context.Context, args []string) error {
 	if len(cfg.AllowedSubKinds) > 0 {
 		opts = append(opts, jwtauth.AllowSubKinds(cfg.AllowedSubKinds...))
 	}
+	tel.Register(telemetry.ValidatorCollector(v))
 	e := service.NewEcho(log)
+	tel.Instrument(e, telemetry.Internal)
 	service.TrustProxies(e, cfg.Base)
 	service.Health(e, log, service.Check{Name: "jwks", Fn: func(context.Context) error { return v.Ready() }})
 	api.Register(e, v.Middleware(opts...), host)
+	if err := tel.StartAdmin(); err != nil {
+		return err
+	}
 	return service.Serve(ctx, log, e, cfg.Base)
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/lb"
 	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/m2m"
 	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/service"
+	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/telemetry"
 	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/wristband"
 	"github.com/wristband-m2m-go/wristband-m2m-go/services/public-gateway/internal/gateway"
 )
@@ -135,6 +136,12 @@ func run(ctx context.Context, args []string) error {
 	if err := errors.Join(append(errs, verrs...)...); err != nil {
 		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
+	tel, err := telemetry.New(ctx, "public-gateway", telemetry.Settings{MetricsAddr: cfg.MetricsAddr, PProf: cfg.PProf}, log)
+	if err != nil {
+		return fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	defer tel.Close() // last: flushes the spans of everything below
+	log = tel.Logger(log)
 
 	tc.TokenURL, tc.ClientID = ep.TokenURL, cfg.ClientID
 	tc.HTTPClient = &http.Client{Timeout: cfg.TokenTimeout}
@@ -167,16 +174,22 @@ func run(ctx context.Context, args []string) error {
 	}
 	defer tr.Close()
 
+	tel.Register(telemetry.TokenSourceCollector(tokens), telemetry.DownstreamCollector(tr))
+
 	e := service.NewEcho(log)
+	tel.Instrument(e, telemetry.Edge)
 	service.TrustProxies(e, cfg.Base)
 	service.Health(e, log, service.Check{Name: "token", Fn: func(context.Context) error { return tokens.Ready() }})
 	gateway.New(gateway.Config{
 		ProtectedDataURL: cfg.ProtectedDataURL,
 		Timeout:          cfg.DownstreamTimeout,
 		ExposeServedBy:   cfg.ExposeServedBy,
-		Transport:        tr,
+		Transport:        tel.Transport(tr),
 		Tokens:           tokens,
 		Log:              log,
 	}).Register(e)
+	if err := tel.StartAdmin(); err != nil {
+		return err
+	}
 	return service.Serve(ctx, log, e, cfg.Base)
 }
