@@ -272,12 +272,34 @@ func (s *serverTLS) config(log *slog.Logger) *tls.Config {
 		MinVersion:     tls.VersionTLS12,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.cert.get(), nil },
 	}
-	if s.clientCA != nil {
-		s.clientCA.log = log
-		cfg.ClientAuth = tls.RequireAnyClientCert
-		// The CA names tell clients which of their certificates to send.
-		cfg.ClientCAs = s.clientCA.get()
-		cfg.VerifyPeerCertificate = s.verifyClient
+	if s.clientCA == nil {
+		return cfg
+	}
+	s.clientCA.log = log
+	cfg.ClientAuth = tls.RequireAnyClientCert
+	cfg.VerifyPeerCertificate = s.verifyClient
+	// ServeTLS would add these to its own copy, not to the configs below.
+	cfg.NextProtos = []string{"h2", "http/1.1"}
+	// The CA's name in the certificate request tells clients which of their
+	// certificates to send (Go's client sends none that does not match), so
+	// it must follow a rotated CA file: one config per CA pool, rebuilt
+	// only when the pool changes.
+	var cur struct {
+		sync.Mutex
+		pool *x509.CertPool
+		cfg  *tls.Config
+	}
+	cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		pool := s.clientCA.get()
+		cur.Lock()
+		defer cur.Unlock()
+		if cur.pool != pool {
+			c := cfg.Clone()
+			c.GetConfigForClient = nil
+			c.ClientCAs = pool
+			cur.pool, cur.cfg = pool, c
+		}
+		return cur.cfg, nil
 	}
 	return cfg
 }

@@ -134,6 +134,9 @@ func serveTLS(t *testing.T, cert, key, ca string) (addr string, logs *syncBuf) {
 		if cs == nil || len(cs.PeerCertificates) == 0 {
 			return c.String(200, "no client certificate")
 		}
+		if c.Request().ProtoMajor != 2 { // ALPN must offer h2 with mTLS too
+			return c.String(200, "not HTTP/2")
+		}
 		return c.String(200, cs.PeerCertificates[0].Subject.CommonName+" "+tls.VersionName(cs.Version))
 	})
 	ctx, cancel := context.WithCancel(context.Background())
