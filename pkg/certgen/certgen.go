@@ -224,7 +224,8 @@ func writeAtomic(path string, data []byte, mode os.FileMode, o Options) error {
 		return fmt.Errorf("certgen: %w", err)
 	}
 	defer os.Remove(tmp.Name()) // after a successful rename: nothing to remove
-	if err := tmp.Chmod(mode); err == nil {
+	err = tmp.Chmod(mode)
+	if err == nil {
 		_, err = tmp.Write(data)
 	}
 	if cerr := tmp.Close(); err == nil {
