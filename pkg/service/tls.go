@@ -266,7 +266,7 @@ func (b *Base) loadServerTLS() (*serverTLS, []error) {
 // `healthcheck` subcommand (same container, same files) can reach /healthz.
 // Presenting a certificate takes its private key (the handshake signs with
 // it), so this admits only who already holds the server's key.
-func (s *serverTLS) config(log *slog.Logger) *tls.Config {
+func (s *serverTLS) config(log *slog.Logger, h2 func() bool) *tls.Config {
 	s.cert.log = log
 	cfg := &tls.Config{
 		MinVersion:     tls.VersionTLS12,
@@ -278,8 +278,6 @@ func (s *serverTLS) config(log *slog.Logger) *tls.Config {
 	s.clientCA.log = log
 	cfg.ClientAuth = tls.RequireAnyClientCert
 	cfg.VerifyPeerCertificate = s.verifyClient
-	// ServeTLS would add these to its own copy, not to the configs below.
-	cfg.NextProtos = []string{"h2", "http/1.1"}
 	// The CA's name in the certificate request tells clients which of their
 	// certificates to send (Go's client sends none that does not match), so
 	// it must follow a rotated CA file: one config per CA pool, rebuilt
@@ -297,6 +295,13 @@ func (s *serverTLS) config(log *slog.Logger) *tls.Config {
 			c := cfg.Clone()
 			c.GetConfigForClient = nil
 			c.ClientCAs = pool
+			// What ServeTLS offers in its own copy of cfg, which this
+			// config replaces: h2 unless the server has it off
+			// (GODEBUG=http2server=0), and HTTP/1.1.
+			c.NextProtos = []string{"http/1.1"}
+			if h2() {
+				c.NextProtos = []string{"h2", "http/1.1"}
+			}
 			cur.pool, cur.cfg = pool, c
 		}
 		return cur.cfg, nil

@@ -235,6 +235,11 @@ func TestServeMutualTLS(t *testing.T) {
 	if got, err := body(t, tlsClient(t, ca, p.client, tls.VersionTLS12), url); err != nil || got != "test-client TLS 1.2" {
 		t.Errorf("TLS 1.2 client: %q, %v", got, err)
 	}
+	h1 := tlsClient(t, ca, p.client, 0)
+	h1.Transport.(*http.Transport).TLSClientConfig.NextProtos = []string{"http/1.1"}
+	if got, err := body(t, h1, url); err != nil || got != "not HTTP/2" {
+		t.Errorf("an HTTP/1.1-only client: %q, %v", got, err)
+	}
 	if _, err := body(t, tlsClient(t, ca, p.client, tls.VersionTLS11), url); err == nil {
 		t.Error("a TLS 1.1 client was served")
 	}
