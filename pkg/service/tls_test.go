@@ -236,7 +236,10 @@ func TestServeMutualTLS(t *testing.T) {
 		t.Errorf("TLS 1.2 client: %q, %v", got, err)
 	}
 	h1 := tlsClient(t, ca, p.client, 0)
-	h1.Transport.(*http.Transport).TLSClientConfig.NextProtos = []string{"http/1.1"}
+	h1tr := h1.Transport.(*http.Transport)
+	h1tr.ForceAttemptHTTP2 = false
+	h1tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{} // no h2
+	h1tr.TLSClientConfig.NextProtos = []string{"http/1.1"}
 	if got, err := body(t, h1, url); err != nil || got != "not HTTP/2" {
 		t.Errorf("an HTTP/1.1-only client: %q, %v", got, err)
 	}
