@@ -22,6 +22,7 @@ build_one() { # name binary
   fi
   rm -rf "$ctx" && mkdir -p "$ctx"
   cp "$bin" "$ctx/app"
+  mkdir "$ctx/data"
   cp "$root/deploy/docker/passwd" "$root/deploy/docker/group" "$root/deploy/docker/Dockerfile.prebuilt" "$ctx/"
   if [ -r /etc/ssl/certs/ca-certificates.crt ]; then
     cp /etc/ssl/certs/ca-certificates.crt "$ctx/"

@@ -1,28 +1,50 @@
 #!/usr/bin/env bash
-# Builds Docker Compose v2 from its Go module into deploy/.tools/bin, for
-# machines whose docker CLI has no compose plugin (only the Go module proxy
-# is needed: ~1.5 min cold on 2 cores, then cached). The binary works
-# standalone (deploy/.tools/bin/docker-compose up) and, linked into
-# ~/.docker/cli-plugins/, as `docker compose`.
+# Makes `docker compose` (Compose v2) work on a machine whose docker CLI has
+# no compose plugin: builds it from its Go module (only the Go module proxy
+# is needed) into a cache OUTSIDE the clone, so that a second clone or a CI
+# run reuses it, and links it into ~/.docker/cli-plugins, where the docker
+# CLI finds plugins. About 5 minutes cold on 2 cores; instant when cached.
+#
+#   deploy/install-compose.sh          # build if missing, link, print the path
+#   COMPOSE_V2_VERSION=v2.40.3         # which release
+#   WRISTBAND_TOOLS_CACHE              # cache folder (as tools/build.sh)
+#   COMPOSE_PLUGIN_LINK=0              # build only, do not touch ~/.docker
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
+export PATH="/usr/local/go/bin:$PATH"
 version=${COMPOSE_V2_VERSION:-v2.40.3}
-out=$root/deploy/.tools/bin/docker-compose
-if [ -x "$out" ] && "$out" version 2>/dev/null | grep -q "${version#v}"; then
-  exit 0
+cache=${WRISTBAND_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/wristband-m2m-go/tools}
+out=$cache/docker-compose-$version-$(go env GOOS)-$(go env GOARCH)
+plugins=${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins
+
+if [ ! -x "$out" ]; then
+  mkdir -p "$cache"
+  echo "install-compose: building github.com/docker/compose/v2@$version into $out (about 5 min cold; cached after)" >&2
+  start=$SECONDS
+  # `go install mod@version` refuses compose (its go.mod has exclude/replace
+  # directives), so build it as the main module from the module cache.
+  dir=$(GOWORK=off GOFLAGS=-mod=mod go mod download -json "github.com/docker/compose/v2@$version" |
+    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  if [ -z "$dir" ] || [ ! -d "$dir" ]; then
+    echo "install-compose: could not download github.com/docker/compose/v2@$version from the Go module proxy" >&2
+    exit 1
+  fi
+  (cd "$dir" && GOWORK=off GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath \
+    -ldflags "-s -w -X github.com/docker/compose/v2/internal.Version=$version" \
+    -o "$out.tmp.$$" ./cmd)
+  mv "$out.tmp.$$" "$out"
+  echo "install-compose: built in $((SECONDS - start)) s" >&2
 fi
-echo "install-compose: building github.com/docker/compose/v2@$version into $out" >&2
-# `go install mod@version` refuses compose (its go.mod has exclude/replace
-# directives), so build it as the main module from the module cache.
-dir=$(GOWORK=off GOFLAGS=-mod=mod go mod download -json "github.com/docker/compose/v2@$version" |
-  sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-if [ -z "$dir" ] || [ ! -d "$dir" ]; then
-  echo "install-compose: could not download github.com/docker/compose/v2@$version" >&2
-  exit 1
+
+if [ "${COMPOSE_PLUGIN_LINK:-1}" = 1 ]; then
+  cur=$(readlink "$plugins/docker-compose" 2>/dev/null || true)
+  if [ "$cur" != "$out" ]; then
+    if [ -e "$plugins/docker-compose" ] && [ ! -L "$plugins/docker-compose" ]; then
+      echo "install-compose: $plugins/docker-compose exists and is not ours; leaving it" >&2
+    else
+      mkdir -p "$plugins"
+      ln -sfn "$out" "$plugins/docker-compose"
+      echo "install-compose: linked $plugins/docker-compose -> $out (docker compose now works)" >&2
+    fi
+  fi
 fi
-mkdir -p "$(dirname "$out")"
-(cd "$dir" && GOWORK=off CGO_ENABLED=0 go build -trimpath \
-  -ldflags "-s -w -X github.com/docker/compose/v2/internal.Version=$version" \
-  -o "$out.tmp" ./cmd)
-mv "$out.tmp" "$out"
-"$out" version >&2
+echo "$out"

@@ -41,7 +41,7 @@ func runMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	binDir = dir
-	for _, pkg := range []string{"services/public-gateway", "services/protected-data", "services/wristband-emulator", "e2e/hello"} {
+	for _, pkg := range []string{"services/public-gateway", "services/protected-data", "services/wristband-emulator", "e2e/hello", "e2e/twohop"} {
 		svc := filepath.Base(pkg)
 		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, svc), "./"+pkg)
 		cmd.Dir = ".."

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -69,6 +70,30 @@ func TestCompose(t *testing.T) {
 				"-url", "http://protected-data:6002/api/protected/data", "-expect", "401", "-n", "5", "-c", "1", "-wait", "30s")
 			if err != nil || s.OK != 5 {
 				t.Fatalf("want 5 answers 401 from protected-data on the internal network: %v\n%s", err, out)
+			}
+		}},
+		{"secure defaults: another client's token is 403, the gateway's is 200", func(t *testing.T) {
+			tokenURL := "http://wristband-emulator:6003/api/v1/oauth2/token"
+			data := "http://protected-data:6002/api/protected/data"
+			s, out, err := e.probe(t, e.project+"_backend", "-token-url", tokenURL,
+				"-client-id", otherClient, "-client-secret", otherSecret, "-url", data, "-expect", "403", "-n", "3", "-c", "1", "-wait", "30s")
+			if err != nil || s.OK != 3 {
+				t.Errorf("another client's token: want 3 answers 403 from protected-data: %v\n%s", err, out)
+			}
+			s, out, err = e.probe(t, e.project+"_backend", "-token-url", tokenURL,
+				"-client-id", "demo-client", "-client-secret", "demo-secret", "-url", data, "-expect", "200", "-n", "3", "-c", "1", "-wait", "30s")
+			if err != nil || s.OK != 3 {
+				t.Errorf("the gateway's client's token: want 3 answers 200: %v\n%s", err, out)
+			}
+		}},
+		{"the client secret is a file, not an environment variable", func(t *testing.T) {
+			id := e.containers(t, "public-gateway")[0]
+			out := e.mustRun(t, 30*time.Second, "docker", "inspect", "-f", "{{json .Config.Env}}", id)
+			if strings.Contains(out, "demo-secret") || strings.Contains(out, "CLIENT_SECRET=") {
+				t.Errorf("the gateway's environment holds the client secret: %s", out)
+			}
+			if !strings.Contains(out, "CLIENT_SECRET_FILE=/run/secrets/client_secret") {
+				t.Errorf("the gateway's environment has no CLIENT_SECRET_FILE=/run/secrets/client_secret: %s", out)
 			}
 		}},
 		{"scale protected-data to 3: fair spread", func(t *testing.T) {
@@ -150,14 +175,66 @@ func TestCompose(t *testing.T) {
 			}
 			t.Logf("scaled 3 -> 2 under load: 0 failures of %d; spread %v", n, r.servedBy)
 		}},
-		{"restart the emulator: the gateway recovers", func(t *testing.T) {
+		{"restart the emulator under load: same key, no failed request", func(t *testing.T) {
+			// The signing key lives on a volume (SIGNING_KEY_FILE), so the
+			// restarted emulator signs with the same kid: tokens the gateway
+			// holds stay valid and protected-data never meets an unknown kid.
+			kidBefore := e.emulatorKids(t)
+			// Calls from 4 workers from before the restart begins until 2 s
+			// after it ends (bounded: 2 min).
+			var (
+				okN, failN atomic.Int64
+				firstMu    sync.Mutex
+				firstErr   string
+				wg         sync.WaitGroup
+			)
+			stop := make(chan struct{})
+			for w := 0; w < 4; w++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						a, err := call(url)
+						if err == nil && a.status == http.StatusOK {
+							okN.Add(1)
+							continue
+						}
+						failN.Add(1)
+						firstMu.Lock()
+						if firstErr == "" {
+							firstErr = fmt.Sprintf("%v %d %s", err, a.status, a.body)
+						}
+						firstMu.Unlock()
+					}
+				}()
+			}
+			time.Sleep(time.Second)
 			start := time.Now()
-			e.composeRun(t, 2*time.Minute, "restart", "wristband-emulator")
+			name, args := e.composeArgs("restart", "wristband-emulator")
+			rOut, rErr := e.run(t, 2*time.Minute, nil, name, args...)
+			restartT := time.Since(start)
 			e.waitHealthy(t, "wristband-emulator", 1, 60*time.Second)
-			e.waitOK(t, 60*time.Second)
-			recovered := time.Since(start)
+			time.Sleep(2 * time.Second)
+			close(stop)
+			wg.Wait()
+			if rErr != nil {
+				t.Fatalf("restart: %v\n%s", rErr, rOut)
+			}
+			r := struct{ ok, failed int64 }{okN.Load(), failN.Load()}
+			if r.failed > 0 || r.ok == 0 {
+				t.Errorf("%d ok, %d failed while the emulator restarted; first failure: %s", r.ok, r.failed, firstErr)
+			}
+			kids := e.emulatorKids(t)
+			if len(kidBefore) != 1 || len(kids) != 2 || kids[0] != kids[1] {
+				t.Errorf("emulator kids before %v, after restart %v: want one kid, the same after the restart", kidBefore, kids)
+			}
 			// Keep calling for longer than a token lives, so the gateway must
-			// use a token from the restarted emulator (with its new key).
+			// also use a token from the restarted emulator.
 			until := time.Now().Add(tokenLifetime + 5*time.Second)
 			var calls, failed int
 			var first string
@@ -175,11 +252,24 @@ func TestCompose(t *testing.T) {
 			if failed > 0 {
 				t.Errorf("%d of %d calls failed after the emulator came back; first: %s", failed, calls, first)
 			}
-			t.Logf("first 200 %s after restart began; then %d calls over %s, %d failed", recovered.Round(100*time.Millisecond), calls, tokenLifetime+5*time.Second, failed)
+			t.Logf("restart took %s; %d calls ok, %d failed around it; kid %v kept; then %d calls over %s, %d failed",
+				restartT.Round(100*time.Millisecond), r.ok, r.failed, kids, calls, tokenLifetime+5*time.Second, failed)
+		}},
+		{"3000 keep-alive connections against the gateway (128 MiB limit)", func(t *testing.T) {
+			e.flood(t, "public-gateway", "http://public-gateway:6001/healthz", e.project+"_edge")
 		}},
 		{"down leaves nothing", func(t *testing.T) {
 			e.composeRun(t, 2*time.Minute, "down", "--remove-orphans", "--timeout", "5")
 			filter := "label=com.docker.compose.project=" + e.project
+			// down keeps the emulator's key volume (that is its point) ...
+			if out := strings.TrimSpace(e.mustRun(t, 30*time.Second, "docker", "volume", "ls", "-q", "--filter", filter)); out == "" {
+				t.Errorf("down removed the emulator's key volume; it should keep it")
+			}
+			// ... and down --volumes removes it.
+			e.composeRun(t, 2*time.Minute, "down", "--remove-orphans", "--volumes", "--timeout", "5")
+			if out := strings.TrimSpace(e.mustRun(t, 30*time.Second, "docker", "volume", "ls", "-q", "--filter", filter)); out != "" {
+				t.Errorf("volumes left after down --volumes: %s", out)
+			}
 			if out := strings.TrimSpace(e.mustRun(t, 30*time.Second, "docker", "ps", "-aq", "--filter", filter)); out != "" {
 				t.Errorf("containers left: %s", out)
 			}
@@ -256,7 +346,10 @@ func TestSwarm(t *testing.T) {
 	// the probe balances over them, so both gateways and all three
 	// protected-data replicas must answer.
 	s, pout, err := e.probe(t, stack+"_edge",
-		"-url", "http://tasks.public-gateway:6001/api/public/data", "-n", "300", "-c", "4", "-wait", "90s")
+		"-url", "http://tasks.public-gateway:6001/api/public/data", "-n", "300", "-c", "4", "-wait", "90s",
+		// Swarm starts tasks in any order: a gateway may be up before it
+		// holds a token (503 + Retry-After). Count once both answer.
+		"-warm", "20")
 	if err != nil {
 		t.Fatalf("probe: %v\n%s", err, pout)
 	}
@@ -300,6 +393,13 @@ func removeStack(t *testing.T, e *env, stack string) {
 		ps, _ := e.run(t, 30*time.Second, nil, "docker", "ps", "-aq", "--filter", "label=com.docker.stack.namespace="+stack)
 		nets, _ := e.run(t, 30*time.Second, nil, "docker", "network", "ls", "-q", "--filter", "label=com.docker.stack.namespace="+stack)
 		if strings.TrimSpace(ps) == "" && strings.TrimSpace(nets) == "" {
+			// The emulator's key volume outlives `stack rm` by design.
+			vols, _ := e.run(t, 30*time.Second, nil, "docker", "volume", "ls", "-q", "--filter", "label=com.docker.stack.namespace="+stack)
+			for _, v := range strings.Fields(vols) {
+				if out, err := e.run(t, 30*time.Second, nil, "docker", "volume", "rm", v); err != nil {
+					t.Errorf("volume rm %s: %v\n%s", v, err, out)
+				}
+			}
 			return
 		}
 		time.Sleep(time.Second)

@@ -94,7 +94,8 @@ func freePort(t *testing.T) int {
 func (e *env) cmdEnv(extra ...string) []string {
 	drop := []string{"APPLICATION_VANITY_DOMAIN", "CLIENT_ID", "CLIENT_SECRET", "TOKEN_URL", "JWKS_URL",
 		"ISSUER", "COMPOSE_FILE", "COMPOSE_PROJECT_NAME", "GATEWAY_PUBLISH", "GATEWAY_PORT",
-		"EMULATOR_CLIENTS", "EMULATOR_TOKEN_LIFETIME", "GATEWAY_REPLICAS", "PROTECTED_DATA_REPLICAS"}
+		"EMULATOR_CLIENTS", "EMULATOR_TOKEN_LIFETIME", "GATEWAY_REPLICAS", "PROTECTED_DATA_REPLICAS",
+		"CLIENT_SECRET_FILE", "ALLOWED_CLIENT_IDS", "REQUIRE_TOKEN_TYPE", "ALLOWED_SUB_KINDS"}
 	var out []string
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
@@ -107,11 +108,17 @@ func (e *env) cmdEnv(extra ...string) []string {
 		// Short tokens, so that the emulator-restart step sees the gateway
 		// fetch a token from the restarted emulator.
 		"EMULATOR_TOKEN_LIFETIME="+tokenLifetime.String(),
+		// A second client, whose tokens protected-data must refuse (403):
+		// the allow-list names the gateway's client only.
+		"EMULATOR_CLIENTS=demo-client:demo-secret,"+otherClient+":"+otherSecret,
 	)
 	return append(out, extra...)
 }
 
 const tokenLifetime = 20 * time.Second
+
+// The emulator's second client in the tests (demo credentials).
+const otherClient, otherSecret = "other-client", "other-secret"
 
 // run runs a command with a deadline and returns its combined output.
 func (e *env) run(t *testing.T, timeout time.Duration, extraEnv []string, name string, args ...string) (string, error) {
@@ -155,7 +162,7 @@ func (e *env) composeRun(t *testing.T, timeout time.Duration, args ...string) st
 
 func (e *env) down(t *testing.T) {
 	t.Helper()
-	name, full := e.composeArgs("down", "--remove-orphans", "--timeout", "5")
+	name, full := e.composeArgs("down", "--remove-orphans", "--volumes", "--timeout", "5")
 	if out, err := e.run(t, 2*time.Minute, nil, name, full...); err != nil {
 		t.Logf("compose down: %v\n%s", err, out)
 	}
@@ -332,4 +339,168 @@ func (e *env) probe(t *testing.T, network string, args ...string) (probeSummary,
 		err = json.Unmarshal([]byte(lines[len(lines)-1]), &s)
 	}
 	return s, out, err
+}
+
+// emulatorKids returns the kid of every start of the emulator's container,
+// from its log ("wristband-emulator starting" lines), oldest first.
+func (e *env) emulatorKids(t *testing.T) []string {
+	t.Helper()
+	ids := e.containers(t, "wristband-emulator")
+	if len(ids) != 1 {
+		t.Fatalf("want one emulator container, got %v", ids)
+	}
+	out := e.mustRun(t, 30*time.Second, "docker", "logs", ids[0])
+	var kids []string
+	for _, line := range strings.Split(out, "\n") {
+		var l struct {
+			Msg string `json:"msg"`
+			Kid string `json:"kid"`
+		}
+		if json.Unmarshal([]byte(line), &l) == nil && l.Msg == "wristband-emulator starting" {
+			kids = append(kids, l.Kid)
+		}
+	}
+	return kids
+}
+
+// memory of one container: the process's resident set (and its peak) from
+// /proc, and the container's cgroup usage (and its peak), which is what
+// the memory limit is enforced on.
+type memory struct {
+	rss, rssPeak, cgroup, cgroupPeak int64 // bytes; -1 unknown
+}
+
+func (m memory) String() string {
+	mib := func(b int64) string {
+		if b < 0 {
+			return "?"
+		}
+		return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20))
+	}
+	return fmt.Sprintf("RSS %s (peak %s), cgroup %s (peak %s)", mib(m.rss), mib(m.rssPeak), mib(m.cgroup), mib(m.cgroupPeak))
+}
+
+func (e *env) memoryOf(t *testing.T, id string) memory {
+	t.Helper()
+	m := memory{-1, -1, -1, -1}
+	out := strings.Fields(e.mustRun(t, 30*time.Second, "docker", "inspect", "-f", "{{.State.Pid}} {{.Id}}", id))
+	if len(out) != 2 {
+		return m
+	}
+	if b, err := os.ReadFile("/proc/" + out[0] + "/status"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			var kb int64
+			if _, err := fmt.Sscanf(line, "VmRSS: %d kB", &kb); err == nil {
+				m.rss = kb << 10
+			}
+			if _, err := fmt.Sscanf(line, "VmHWM: %d kB", &kb); err == nil {
+				m.rssPeak = kb << 10
+			}
+		}
+	}
+	read := func(paths ...string) int64 {
+		for _, p := range paths {
+			if b, err := os.ReadFile(p); err == nil {
+				var v int64
+				if _, err := fmt.Sscan(strings.TrimSpace(string(b)), &v); err == nil {
+					return v
+				}
+			}
+		}
+		return -1
+	}
+	// cgroup v1 (cgroupfs driver) or v2.
+	v1 := "/sys/fs/cgroup/memory/docker/" + out[1]
+	v2 := "/sys/fs/cgroup/system.slice/docker-" + out[1] + ".scope"
+	m.cgroup = read(v1+"/memory.usage_in_bytes", v2+"/memory.current")
+	m.cgroupPeak = read(v1+"/memory.max_usage_in_bytes", v2+"/memory.peak")
+	return m
+}
+
+type floodSummary struct {
+	Opened         int64   `json:"opened"`
+	DialFailed     int64   `json:"dial_failed"`
+	Answered       int64   `json:"answered"`
+	ClosedByServer int64   `json:"closed_by_server"`
+	HealthOK       int64   `json:"health_ok"`
+	HealthFailed   int64   `json:"health_failed"`
+	HealthMaxMs    float64 `json:"health_max_ms"`
+	FirstErr       string  `json:"first_error"`
+}
+
+// flood holds 3000 keep-alive connections to one service's only container
+// (the probe on the given network) for 20 s, sampling its memory, then
+// checks: not OOM-killed nor restarted, under its 128 MiB limit, health
+// checks answered throughout (the probe's own and Docker's), and the public
+// route answering afterwards.
+func (e *env) flood(t *testing.T, service, url, network string) {
+	t.Helper()
+	const conns, limit = 3000, 128 << 20
+	ids := e.containers(t, service)
+	if len(ids) != 1 {
+		t.Fatalf("want one %s container, got %v", service, ids)
+	}
+	id := ids[0]
+	restarts := func() string {
+		return strings.TrimSpace(e.mustRun(t, 30*time.Second, "docker", "inspect", "-f", "{{.RestartCount}} {{.State.OOMKilled}} {{.State.StartedAt}}", id))
+	}
+	before, state := e.memoryOf(t, id), restarts()
+
+	var peak memory
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		tick := time.NewTicker(500 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				m := e.memoryOf(t, id)
+				peak.rss = max(peak.rss, m.rss)
+				peak.cgroup = max(peak.cgroup, m.cgroup)
+				peak.rssPeak, peak.cgroupPeak = m.rssPeak, m.cgroupPeak
+			}
+		}
+	}()
+	start := time.Now()
+	full := []string{"run", "--rm", "--network", network, "--read-only", "--cap-drop", "ALL",
+		e.prefix + "/probe:" + e.tag, "-url", url, "-flood", fmt.Sprint(conns), "-hold", "20s"}
+	out, err := e.run(t, 4*time.Minute, nil, "docker", full...)
+	close(stop)
+	<-sampled
+	if err != nil {
+		t.Fatalf("flood probe: %v\n%s", err, out)
+	}
+	var s floodSummary
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &s); err != nil {
+		t.Fatalf("flood probe output: %v\n%s", err, out)
+	}
+	during := e.memoryOf(t, id)
+	if s.Opened != conns || s.DialFailed != 0 {
+		t.Errorf("opened %d of %d connections (%d dial failures; first error %q)", s.Opened, conns, s.DialFailed, s.FirstErr)
+	}
+	if s.HealthFailed > 0 || s.HealthOK == 0 {
+		t.Errorf("health checks during the flood: %d ok, %d failed (first error %q)", s.HealthOK, s.HealthFailed, s.FirstErr)
+	}
+	if st := restarts(); st != state {
+		t.Errorf("the container was restarted or OOM-killed during the flood: before %q, after %q", state, st)
+	}
+	if during.rssPeak >= limit || during.cgroupPeak >= limit {
+		t.Errorf("memory reached the %d MiB limit: %s", limit>>20, during)
+	}
+	if h := e.health(t, id); h != "healthy" {
+		t.Errorf("docker health after the flood: %s", h)
+	}
+	a := e.waitOK(t, 30*time.Second)
+	recovered := time.Since(start)
+	time.Sleep(5 * time.Second)
+	after := e.memoryOf(t, id)
+	t.Logf("%s: %d connections held 20 s: %d answered, %d shed by the server, health %d ok / %d failed (max %.1f ms); first public call after: %d",
+		service, s.Opened, s.Answered, s.ClosedByServer, s.HealthOK, s.HealthFailed, s.HealthMaxMs, a.status)
+	t.Logf("%s memory: before %s; during: max sampled RSS %.1f MiB, cgroup %.1f MiB; peaks %s; 5 s after: %s (flood and recovery %s)",
+		service, before, float64(peak.rss)/(1<<20), float64(peak.cgroup)/(1<<20), during, after, recovered.Round(100*time.Millisecond))
 }

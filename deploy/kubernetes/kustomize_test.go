@@ -18,6 +18,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -138,10 +139,12 @@ func TestOverlays(t *testing.T) {
 	} {
 		t.Run(tc.path, func(t *testing.T) {
 			r := render(t, tc.path)
-			checkWorkloads(t, r, tc.emulator, tc.replicas)
+			checkWorkloads(t, r, tc.emulator)
 			checkServices(t, r)
-			checkScaling(t, r)
+			checkScaling(t, r, tc.replicas)
 			checkNetworkPolicy(t, r)
+			checkEgress(t, r, tc.emulator)
+			checkSettings(t, r)
 			checkSecrets(t, r, tc.path)
 			if tc.namespace != "" && !slices.Equal(r.namespaces, []string{tc.namespace}) {
 				t.Errorf("namespaces %v, want [%s]", r.namespaces, tc.namespace)
@@ -150,7 +153,7 @@ func TestOverlays(t *testing.T) {
 	}
 }
 
-func checkWorkloads(t *testing.T, r *rendered, emulator bool, replicas int32) {
+func checkWorkloads(t *testing.T, r *rendered, emulator bool) {
 	t.Helper()
 	want := []string{"protected-data", "public-gateway"}
 	if emulator {
@@ -165,8 +168,17 @@ func checkWorkloads(t *testing.T, r *rendered, emulator bool, replicas int32) {
 		t.Fatalf("deployments %v, want %v", got, want)
 	}
 	for name, d := range r.deployments {
-		if name != "wristband-emulator" && (d.Spec.Replicas == nil || *d.Spec.Replicas != replicas) {
-			t.Errorf("%s: replicas %v, want %d", name, d.Spec.Replicas, replicas)
+		// An HPA owns the count: a replicas field would reset it on
+		// every apply.
+		if _, scaled := r.hpas[name]; scaled && d.Spec.Replicas != nil {
+			t.Errorf("%s: replicas %d set although an HPA manages it", name, *d.Spec.Replicas)
+		}
+		if name == "wristband-emulator" && (d.Spec.Replicas == nil || *d.Spec.Replicas != 1 || d.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType) {
+			t.Errorf("%s: want exactly one replica, strategy Recreate (one signing key)", name)
+		}
+		// Prometheus annotations name the admin port.
+		if a := d.Spec.Template.Annotations; a["prometheus.io/scrape"] != "true" || a["prometheus.io/port"] != "9090" || a["prometheus.io/path"] != "/metrics" {
+			t.Errorf("%s: scrape annotations %v, want scrape=true port=9090 path=/metrics", name, a)
 		}
 		sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
 		if err != nil || !sel.Matches(labels.Set(d.Spec.Template.Labels)) {
@@ -181,10 +193,10 @@ func checkWorkloads(t *testing.T, r *rendered, emulator bool, replicas int32) {
 		}
 		for _, c := range pod.Containers {
 			where := name + "/" + c.Name
-			if c.LivenessProbe == nil || c.ReadinessProbe == nil {
-				t.Errorf("%s: liveness and readiness probes required", where)
+			if c.LivenessProbe == nil || c.ReadinessProbe == nil || c.StartupProbe == nil {
+				t.Errorf("%s: startup, liveness and readiness probes required", where)
 			}
-			for _, p := range []*corev1.Probe{c.LivenessProbe, c.ReadinessProbe} {
+			for _, p := range []*corev1.Probe{c.LivenessProbe, c.ReadinessProbe, c.StartupProbe} {
 				if p != nil && (p.HTTPGet == nil || !hasPort(c, p.HTTPGet.Port)) {
 					t.Errorf("%s: probe %+v does not name a container port", where, p.ProbeHandler)
 				}
@@ -195,6 +207,29 @@ func checkWorkloads(t *testing.T, r *rendered, emulator bool, replicas int32) {
 					t.Errorf("%s: %s request %v and limit %v must be set, request <= limit", where, res, req.String(), lim.String())
 				}
 			}
+			// preStop: keep serving while the endpoint removal spreads; the
+			// grace period must cover it and the 15 s graceful shutdown.
+			if c.Lifecycle == nil || c.Lifecycle.PreStop == nil || c.Lifecycle.PreStop.Sleep == nil || c.Lifecycle.PreStop.Sleep.Seconds < 3 {
+				t.Errorf("%s: want a preStop sleep of a few seconds (no shell in the image: the sleep action)", where)
+			} else if g := pod.TerminationGracePeriodSeconds; g == nil && c.Lifecycle.PreStop.Sleep.Seconds+15 > 30 ||
+				g != nil && *g < c.Lifecycle.PreStop.Sleep.Seconds+15 {
+				t.Errorf("%s: terminationGracePeriodSeconds %v < preStop %d s + 15 s shutdown", where, g, c.Lifecycle.PreStop.Sleep.Seconds)
+			}
+			var metrics *corev1.ContainerPort
+			for i := range c.Ports {
+				if c.Ports[i].Name == "metrics" {
+					metrics = &c.Ports[i]
+				}
+			}
+			if metrics == nil || metrics.ContainerPort != 9090 {
+				t.Errorf("%s: want a container port named metrics on 9090", where)
+			}
+			// GOMEMLIMIT below the memory limit.
+			lim := c.Resources.Limits[corev1.ResourceMemory]
+			gml := envValue(c, "GOMEMLIMIT")
+			if q, err := resource.ParseQuantity(strings.TrimSuffix(gml, "B")); gml == "" || err != nil || q.Cmp(lim) >= 0 {
+				t.Errorf("%s: GOMEMLIMIT %q must be set below the memory limit %s", where, gml, lim.String())
+			}
 			sc := c.SecurityContext
 			if sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
 				sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation ||
@@ -202,7 +237,7 @@ func checkWorkloads(t *testing.T, r *rendered, emulator bool, replicas int32) {
 				t.Errorf("%s: want a read-only root, no privilege escalation, all capabilities dropped", where)
 			}
 			for _, e := range c.Env {
-				if strings.Contains(e.Name, "SECRET") && e.Value != "" {
+				if strings.Contains(e.Name, "SECRET") && !strings.HasSuffix(e.Name, "_FILE") && e.Value != "" {
 					t.Errorf("%s: %s given as a plain value; take it from the Secret", where, e.Name)
 				}
 			}
@@ -215,6 +250,176 @@ func checkWorkloads(t *testing.T, r *rendered, emulator bool, replicas int32) {
 			}
 		}
 	}
+}
+
+func envValue(c corev1.Container, name string) string {
+	for _, e := range c.Env {
+		if e.Name == name {
+			return e.Value
+		}
+	}
+	return ""
+}
+
+func envVar(c corev1.Container, name string) *corev1.EnvVar {
+	for i := range c.Env {
+		if c.Env[i].Name == name {
+			return &c.Env[i]
+		}
+	}
+	return nil
+}
+
+// checkSettings: the secure defaults and where secrets come from.
+func checkSettings(t *testing.T, r *rendered) {
+	t.Helper()
+	pd := r.deployments["protected-data"].Spec.Template.Spec.Containers[0]
+	if v := envVar(pd, "ALLOWED_CLIENT_IDS"); v == nil || v.ValueFrom == nil || v.ValueFrom.SecretKeyRef == nil ||
+		!strings.HasPrefix(v.ValueFrom.SecretKeyRef.Name, "m2m-client") || v.ValueFrom.SecretKeyRef.Key != "CLIENT_ID" {
+		t.Errorf("protected-data: ALLOWED_CLIENT_IDS must be the gateway's CLIENT_ID (from the m2m-client Secret), got %+v", v)
+	}
+	if envValue(pd, "REQUIRE_TOKEN_TYPE") != "at+JWT" || envValue(pd, "ALLOWED_SUB_KINDS") != "client" {
+		t.Error("protected-data: want REQUIRE_TOKEN_TYPE=at+JWT and ALLOWED_SUB_KINDS=client")
+	}
+	gwPod := r.deployments["public-gateway"].Spec.Template.Spec
+	gw := gwPod.Containers[0]
+	if envVar(gw, "CLIENT_SECRET") != nil {
+		t.Error("public-gateway: CLIENT_SECRET in the environment; mount the Secret and set CLIENT_SECRET_FILE")
+	}
+	file := envValue(gw, "CLIENT_SECRET_FILE")
+	mounted := false
+	for _, m := range gw.VolumeMounts {
+		if !strings.HasPrefix(file, m.MountPath+"/") {
+			continue
+		}
+		for _, v := range gwPod.Volumes {
+			if v.Name != m.Name || v.Secret == nil || !strings.HasPrefix(v.Secret.SecretName, "m2m-client") {
+				continue
+			}
+			if _, ok := r.secrets[v.Secret.SecretName]; !ok {
+				t.Errorf("public-gateway: volume %s mounts Secret %s, which the overlay does not produce", v.Name, v.Secret.SecretName)
+			}
+			for _, it := range v.Secret.Items {
+				if it.Key == "CLIENT_SECRET" && m.MountPath+"/"+it.Path == file {
+					mounted = true
+				}
+			}
+		}
+	}
+	if !mounted {
+		t.Errorf("public-gateway: CLIENT_SECRET_FILE %q is not the CLIENT_SECRET key of a mounted m2m-client Secret", file)
+	}
+	if d := r.deployments["wristband-emulator"]; d != nil {
+		c := d.Spec.Template.Spec.Containers[0]
+		key := envValue(c, "SIGNING_KEY_FILE")
+		ok := false
+		for _, m := range c.VolumeMounts {
+			if strings.HasPrefix(key, m.MountPath+"/") && !m.ReadOnly {
+				ok = true
+			}
+		}
+		if !ok {
+			t.Errorf("wristband-emulator: SIGNING_KEY_FILE %q must be on a writable volume, so that a restart keeps the key", key)
+		}
+	}
+}
+
+// checkEgress: every egress rule of every pod names its destination and
+// ports, and each pod reaches only what it needs: the gateway protected-data,
+// the identity provider and DNS; protected-data the identity provider and
+// DNS; the emulator nothing.
+func checkEgress(t *testing.T, r *rendered, emulator bool) {
+	t.Helper()
+	denied := false
+	for _, p := range r.policies {
+		if len(p.Spec.PodSelector.MatchLabels) == 0 && len(p.Spec.PodSelector.MatchExpressions) == 0 &&
+			slices.Contains(p.Spec.PolicyTypes, networkingv1.PolicyTypeEgress) && len(p.Spec.Egress) == 0 {
+			denied = true
+		}
+	}
+	if !denied {
+		t.Error("no default-deny egress NetworkPolicy")
+	}
+	idp := "https"
+	if emulator {
+		idp = "wristband-emulator:6003"
+	}
+	want := map[string][]string{
+		"public-gateway":     {"dns", "protected-data:6002", idp},
+		"protected-data":     {"dns", idp},
+		"wristband-emulator": nil,
+	}
+	for name, d := range r.deployments {
+		pod := labels.Set(d.Spec.Template.Labels)
+		var got []string
+		for pname, p := range r.policies {
+			sel, err := metav1.LabelSelectorAsSelector(&p.Spec.PodSelector)
+			if err != nil || !sel.Matches(pod) || !slices.Contains(p.Spec.PolicyTypes, networkingv1.PolicyTypeEgress) {
+				continue
+			}
+			for _, rule := range p.Spec.Egress {
+				if len(rule.To) == 0 || len(rule.Ports) == 0 {
+					t.Errorf("policy %s lets %s reach any destination or any port", pname, name)
+					continue
+				}
+				for _, peer := range rule.To {
+					got = append(got, classify(t, r, pname, peer, rule.Ports)...)
+				}
+			}
+		}
+		slices.Sort(got)
+		got = slices.Compact(got)
+		w := slices.Sorted(slices.Values(want[name]))
+		if !slices.Equal(got, w) {
+			t.Errorf("%s may reach %v, want exactly %v", name, got, want[name])
+		}
+	}
+}
+
+// classify names what one egress peer on the given ports reaches.
+func classify(t *testing.T, r *rendered, policy string, peer networkingv1.NetworkPolicyPeer, ports []networkingv1.NetworkPolicyPort) []string {
+	t.Helper()
+	var nums []string
+	for _, p := range ports {
+		if p.Port == nil {
+			t.Errorf("policy %s: a rule without a port number", policy)
+			return nil
+		}
+		nums = append(nums, p.Port.String())
+	}
+	switch {
+	case peer.IPBlock != nil:
+		if !slices.Equal(nums, []string{"443"}) || len(peer.IPBlock.Except) == 0 {
+			t.Errorf("policy %s: an IP block must be HTTPS only and exclude private ranges: %+v %v", policy, peer.IPBlock, nums)
+		}
+		return []string{"https"}
+	case peer.NamespaceSelector != nil:
+		if peer.NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"] != "kube-system" || peer.PodSelector == nil ||
+			peer.PodSelector.MatchLabels["k8s-app"] != "kube-dns" || !slices.Equal(nums, []string{"53", "53"}) {
+			t.Errorf("policy %s: a namespace peer other than kube-dns on 53: %+v %v", policy, peer, nums)
+		}
+		return []string{"dns"}
+	case peer.PodSelector != nil:
+		sel, err := metav1.LabelSelectorAsSelector(peer.PodSelector)
+		if err != nil {
+			t.Errorf("policy %s: %v", policy, err)
+			return nil
+		}
+		var out []string
+		for name, d := range r.deployments {
+			if sel.Matches(labels.Set(d.Spec.Template.Labels)) {
+				for _, n := range nums {
+					out = append(out, name+":"+n)
+				}
+			}
+		}
+		if len(out) == 0 {
+			t.Errorf("policy %s: peer %v selects no pod", policy, peer.PodSelector)
+		}
+		return out
+	}
+	t.Errorf("policy %s: empty peer", policy)
+	return nil
 }
 
 func hasPort(c corev1.Container, p intstr.IntOrString) bool {
@@ -276,7 +481,7 @@ func checkServices(t *testing.T, r *rendered) {
 
 // checkScaling: the scaled Deployments have an HPA within sane bounds and a
 // PDB that selects them.
-func checkScaling(t *testing.T, r *rendered) {
+func checkScaling(t *testing.T, r *rendered, minReplicas int32) {
 	t.Helper()
 	for _, name := range []string{"public-gateway", "protected-data"} {
 		h := r.hpas[name]
@@ -287,8 +492,8 @@ func checkScaling(t *testing.T, r *rendered) {
 			if ref.Kind != "Deployment" || ref.Name != name || r.deployments[ref.Name] == nil {
 				t.Errorf("hpa %s targets %s/%s", name, ref.Kind, ref.Name)
 			}
-			if h.Spec.MinReplicas == nil || *h.Spec.MinReplicas < 1 || *h.Spec.MinReplicas > h.Spec.MaxReplicas {
-				t.Errorf("hpa %s: min %v max %d", name, h.Spec.MinReplicas, h.Spec.MaxReplicas)
+			if h.Spec.MinReplicas == nil || *h.Spec.MinReplicas != minReplicas || *h.Spec.MinReplicas > h.Spec.MaxReplicas {
+				t.Errorf("hpa %s: min %v max %d, want min %d", name, h.Spec.MinReplicas, h.Spec.MaxReplicas, minReplicas)
 			}
 		}
 		p := r.pdbs[name]
@@ -305,6 +510,15 @@ func checkScaling(t *testing.T, r *rendered) {
 
 // checkNetworkPolicy: ingress is denied by default, and the only pods that
 // may open connections to protected-data are the gateway's.
+func metricsOnly(ports []networkingv1.NetworkPolicyPort) bool {
+	for _, p := range ports {
+		if p.Port == nil || p.Port.String() != "9090" {
+			return false
+		}
+	}
+	return len(ports) > 0
+}
+
 func checkNetworkPolicy(t *testing.T, r *rendered) {
 	t.Helper()
 	denyAll := false
@@ -330,6 +544,9 @@ func checkNetworkPolicy(t *testing.T, r *rendered) {
 			continue
 		}
 		for _, rule := range p.Spec.Ingress {
+			if metricsOnly(rule.Ports) {
+				continue // the admin port, for Prometheus
+			}
 			if len(rule.From) == 0 {
 				t.Errorf("policy %s lets every pod reach protected-data", name)
 			}

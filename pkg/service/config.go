@@ -12,9 +12,13 @@ import (
 	"net/netip"
 	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
+	"text/template"
 	"time"
+
+	"github.com/kelseyhightower/envconfig"
 )
 
 // Base is the configuration every service shares. Embed it in a service's
@@ -37,8 +41,16 @@ type Base struct {
 	MetricsAddr string `envconfig:"METRICS_ADDR" default:":9090"`
 	// PProf serves net/http/pprof on the admin listener.
 	PProf bool `envconfig:"PPROF" default:"false"`
+	// TLS: with a certificate and key the service serves HTTPS only
+	// (TLS 1.2+), re-reading the files when they change. With a client CA
+	// every client must present a certificate that CA signed (mTLS). See
+	// tls.go.
+	TLSCertFile     string `envconfig:"TLS_CERT_FILE"`
+	TLSKeyFile      string `envconfig:"TLS_KEY_FILE"`
+	TLSClientCAFile string `envconfig:"TLS_CLIENT_CA_FILE"`
 
 	proxies  []netip.Prefix  // parsed TrustedProxies
+	tls      *serverTLS      // nil: plain HTTP
 	reported map[string]bool // variables Load found wrong
 }
 
@@ -72,13 +84,14 @@ const maxSecretFileBytes = 64 << 10
 // its variable and never its value, so that main can add its own checks and
 // report them all at once; the logger is usable even then.
 //
-// Fields are read from the variable in their `envconfig` tag (the upper-case
-// field name without one), `default` applies when the variable is unset, and
-// a field tagged `secret:"true"` may instead be read from the file named by
+// Fields are read with envconfig's tags and conversions (envconfig,
+// default, required, split_words, ignored; Decoder, Setter,
+// TextUnmarshaler, durations, numbers, slices, maps), one field at a time
+// so that every mistake is reported. On top of envconfig: a variable set
+// but blank counts as unset except for text, list items are trimmed, and a
+// field tagged `secret:"true"` may instead be read from the file named by
 // NAME_FILE (Docker and Kubernetes secrets), one trailing newline trimmed.
-// Supported types: string, bool, ints, uints, floats, time.Duration,
-// encoding.TextUnmarshaler and slices of these (comma-separated, spaces
-// around items trimmed). The environment is only read, never changed.
+// The environment is only read, never changed.
 func Load(spec Spec, defaultAddr string) (*slog.Logger, []error) {
 	errs := LoadEnv(spec)
 	b := spec.base()
@@ -90,7 +103,11 @@ func Load(spec Spec, defaultAddr string) (*slog.Logger, []error) {
 	}
 	b.ListenAddr = cmp.Or(b.ListenAddr, defaultAddr)
 	errs = append(errs, b.check()...)
-	log, err := NewLogger(os.Stderr, b.LogFormat, b.LogLevel)
+	out, err := logOutput()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	log, err := NewLogger(out, b.LogFormat, b.LogLevel)
 	if err != nil {
 		// check has reported it already, naming the variable.
 		log = NewDiscardLogger()
@@ -132,7 +149,16 @@ func (b *Base) check() []error {
 		}
 		b.proxies = append(b.proxies, p)
 	}
+	tlsCfg, tlsErrs := b.loadServerTLS()
+	b.tls = tlsCfg
+	errs = append(errs, tlsErrs...)
 	return errs
+}
+
+// TLS says whether the service serves HTTPS (TLS_CERT_FILE set and valid)
+// and whether it requires client certificates (TLS_CLIENT_CA_FILE).
+func (b *Base) TLS() (on, mutual bool) {
+	return b.tls != nil, b.tls != nil && b.tls.clientCA != nil
 }
 
 func parsePrefix(s string) (netip.Prefix, error) {
@@ -160,93 +186,135 @@ func CheckListenAddr(name, addr string) error {
 // LoadEnv fills spec (a struct pointer) from the environment as Load
 // describes, and returns one error per variable that is wrong.
 func LoadEnv(spec any) []error {
-	v := reflect.ValueOf(spec)
-	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
-		return []error{errors.New("reading configuration: the specification must be a struct pointer")}
+	vars, err := gather(spec)
+	if err != nil {
+		return []error{fmt.Errorf("reading configuration: %w", err)}
+	}
+	names := map[string]bool{}
+	for _, v := range vars {
+		names[v.key] = true
 	}
 	var errs []error
-	loadStruct(v.Elem(), fieldNames(v.Elem().Type(), map[string]bool{}), &errs)
+	for _, v := range vars {
+		if err := v.load(names); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errs
 }
 
-// fieldNames collects the variables spec's fields name, embedded structs
-// included.
-func fieldNames(t reflect.Type, into map[string]bool) map[string]bool {
-	for i := range t.NumField() {
-		f := t.Field(i)
-		switch {
-		case !f.IsExported() || f.Tag.Get("ignored") == "true":
-		case isEmbeddedSpec(f):
-			fieldNames(f.Type, into)
-		default:
-			into[varName(f)] = true
-		}
+// envVar is one field of a spec, as envconfig names it.
+type envVar struct {
+	key   string
+	tags  reflect.StructTag
+	field reflect.Value
+}
+
+// gather lists spec's fields as envconfig itself does (envconfig tag or
+// field name, split_words, ignored, embedded and nested structs). envconfig
+// v1.4.0 (the latest) exports that list only as the data of a usage
+// template (Key, Tags, Field), so a template function collects it.
+func gather(spec any) ([]envVar, error) {
+	var vars []envVar
+	tmpl := template.Must(template.New("").Funcs(template.FuncMap{
+		"add": func(key string, tags reflect.StructTag, field reflect.Value) string {
+			vars = append(vars, envVar{key, tags, field})
+			return ""
+		},
+	}).Parse(`{{range .}}{{add .Key .Tags .Field}}{{end}}`))
+	err := envconfig.Usaget("", spec, io.Discard, tmpl)
+	return vars, err
+}
+
+// load reads one field. names are all the variables the spec reads: a spec
+// with its own field for NAME_FILE reads that file itself, so the NAME_FILE
+// convention is then off for NAME (one file, read once).
+func (v envVar) load(names map[string]bool) error {
+	name, t := v.key, v.field.Type()
+	raw, set, err := lookup(name, v.tags.Get("secret") == "true" && !names[name+"_FILE"])
+	if err != nil {
+		return err
 	}
-	return into
-}
-
-func isEmbeddedSpec(f reflect.StructField) bool {
-	return f.Anonymous && f.Type.Kind() == reflect.Struct && !reflect.PointerTo(f.Type).Implements(unmarshalType)
-}
-
-func varName(f reflect.StructField) string {
-	return cmp.Or(f.Tag.Get("envconfig"), strings.ToUpper(f.Name))
-}
-
-var (
-	durationType  = reflect.TypeFor[time.Duration]()
-	unmarshalType = reflect.TypeFor[encoding.TextUnmarshaler]()
-)
-
-// loadStruct fills v's fields. names are all the variables the spec reads:
-// a spec with its own field for NAME_FILE reads that file itself, so the
-// NAME_FILE convention is then off for NAME (one file, read once).
-func loadStruct(v reflect.Value, names map[string]bool, errs *[]error) {
-	t := v.Type()
-	for i := range t.NumField() {
-		f := t.Field(i)
-		fv := v.Field(i)
-		if !f.IsExported() || f.Tag.Get("ignored") == "true" {
-			continue
-		}
-		if isEmbeddedSpec(f) {
-			loadStruct(fv, names, errs)
-			continue
-		}
-		name := varName(f)
-		secret := f.Tag.Get("secret") == "true" && !names[name+"_FILE"]
-		raw, set, err := lookup(name, secret)
-		if err != nil {
-			*errs = append(*errs, err)
-			continue
-		}
-		def, hasDef := f.Tag.Lookup("default")
-		// Set but blank counts as unset for all but text: compose passes
-		// `${VAR:-}` as an empty value, and DOWNSTREAM_TIMEOUT= should
-		// mean the default, while METRICS_ADDR= may mean "off".
-		if k := f.Type.Kind(); set && strings.TrimSpace(raw) == "" && k != reflect.String && k != reflect.Slice {
-			set = false
-		}
-		if !set {
-			if f.Tag.Get("required") == "true" {
-				*errs = append(*errs, &VarError{Name: name, Err: errors.New("required but not set")})
-				continue
+	list := t.Kind() == reflect.Slice && t.Elem().Kind() != reflect.Uint8 && !custom(t)
+	switch {
+	case t.Kind() == reflect.String:
+		// Text: empty means empty (METRICS_ADDR= may mean "off").
+	case list:
+		raw = trimItems(raw)
+	default:
+		// Set but blank counts as unset: compose passes `${VAR:-}` as an
+		// empty value, and DOWNSTREAM_TIMEOUT= should mean the default.
+		raw = strings.TrimSpace(raw)
+		set = set && raw != ""
+	}
+	def := v.tags.Get("default") // envconfig's rules: "" is no default
+	if !set {
+		if def == "" {
+			if isTrue(v.tags.Get("required")) {
+				return &VarError{Name: name, Err: errors.New("required but not set")}
 			}
-			if !hasDef {
-				continue
-			}
-			raw = def
+			return nil
 		}
-		if err := setField(fv, raw, def); err != nil {
-			*errs = append(*errs, &VarError{Name: name, Err: err})
-			// The default (or the zero value) stands in, so that the
-			// service's own checks do not report the same mistake again.
-			fv.SetZero()
-			if hasDef {
-				_ = setField(fv, def, def)
+		raw = def
+	}
+	if convert(v.field, raw) == nil {
+		return nil
+	}
+	// The default (or the zero value) stands in, so that the service's own
+	// checks do not report the same mistake again.
+	v.field.SetZero()
+	_ = convert(v.field, def)
+	if list {
+		for i, item := range strings.Split(raw, ",") {
+			if convert(reflect.New(t.Elem()).Elem(), item) != nil {
+				return &VarError{Name: name, Err: fmt.Errorf("item %d: %w", i+1, problem(t.Elem(), ""))}
 			}
 		}
 	}
+	return &VarError{Name: name, Err: problem(t, def)}
+}
+
+// convert sets field from raw by envconfig's own per-field processing
+// (Decoder, Setter, TextUnmarshaler, durations, numbers, slices, maps):
+// Process on a one-field struct of the field's type whose only source is
+// its default tag, under a key no environment can hold (a name stops at its
+// first '='). Its *ParseError is dropped unread: its text quotes the value.
+func convert(field reflect.Value, raw string) error {
+	one := reflect.New(reflect.StructOf([]reflect.StructField{{
+		Name: "V", Type: field.Type(),
+		Tag: reflect.StructTag(`envconfig:"=" default:` + strconv.Quote(raw)),
+	}}))
+	if err := envconfig.Process("", one.Interface()); err != nil {
+		return err
+	}
+	field.Set(one.Elem().Field(0))
+	return nil
+}
+
+// trimItems trims the spaces around a list's items and drops empty ones
+// ("RS256, ES256," is two items).
+func trimItems(raw string) string {
+	var items []string
+	for s := range strings.SplitSeq(raw, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			items = append(items, s)
+		}
+	}
+	return strings.Join(items, ",")
+}
+
+func isTrue(s string) bool { b, _ := strconv.ParseBool(s); return b }
+
+var customTypes = []reflect.Type{
+	reflect.TypeFor[envconfig.Decoder](), reflect.TypeFor[envconfig.Setter](),
+	reflect.TypeFor[encoding.TextUnmarshaler](), reflect.TypeFor[encoding.BinaryUnmarshaler](),
+}
+
+// custom says whether envconfig hands t's values to t's own method.
+func custom(t reflect.Type) bool {
+	return slices.ContainsFunc(customTypes, func(i reflect.Type) bool {
+		return t.Implements(i) || reflect.PointerTo(t).Implements(i)
+	})
 }
 
 // lookup returns the variable's value, or for a secret the content of the
@@ -308,92 +376,33 @@ func fileProblem(err error, name string) error {
 	}
 }
 
-// setField converts raw into the field's type. Errors say what was wanted
-// and give an example (the default when there is one), never raw itself.
-func setField(fv reflect.Value, raw, def string) error {
-	if fv.CanAddr() && fv.Addr().Type().Implements(unmarshalType) {
-		if err := fv.Addr().Interface().(encoding.TextUnmarshaler).UnmarshalText([]byte(raw)); err != nil {
-			return fmt.Errorf("not a valid value%s", example(def, ""))
-		}
-		return nil
+// problem says what a field of type t wants, with an example (the default
+// when there is one), never the value.
+func problem(t reflect.Type, def string) error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
 	}
-	t := fv.Type()
-	if t == durationType {
-		if strings.TrimSpace(raw) == "" {
-			return nil // set but empty: the zero value, as for an unset variable without default
+	eg := func(fallback string) string {
+		if e := cmp.Or(strings.TrimSpace(def), fallback); e != "" {
+			return " (e.g. " + e + ")"
 		}
-		d, err := time.ParseDuration(strings.TrimSpace(raw))
-		if err != nil {
-			return fmt.Errorf("not a valid duration%s", example(def, "30s, 1m"))
-		}
-		fv.SetInt(int64(d))
-		return nil
+		return ""
 	}
-	switch t.Kind() {
-	case reflect.String:
-		fv.SetString(raw)
-	case reflect.Bool:
-		if strings.TrimSpace(raw) == "" {
-			return nil
-		}
-		b, err := strconv.ParseBool(strings.TrimSpace(raw))
-		if err != nil {
-			return errors.New("not a boolean (e.g. true, false)")
-		}
-		fv.SetBool(b)
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
-		if strings.TrimSpace(raw) == "" {
-			return nil
-		}
-		n, err := strconv.ParseInt(strings.TrimSpace(raw), 10, t.Bits())
-		if err != nil {
-			return fmt.Errorf("not a whole number in range%s", example(def, "10"))
-		}
-		fv.SetInt(n)
-	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		if strings.TrimSpace(raw) == "" {
-			return nil
-		}
-		n, err := strconv.ParseUint(strings.TrimSpace(raw), 10, t.Bits())
-		if err != nil {
-			return fmt.Errorf("not a non-negative whole number in range%s", example(def, "10"))
-		}
-		fv.SetUint(n)
-	case reflect.Float32, reflect.Float64:
-		if strings.TrimSpace(raw) == "" {
-			return nil
-		}
-		x, err := strconv.ParseFloat(strings.TrimSpace(raw), t.Bits())
-		if err != nil {
-			return fmt.Errorf("not a number%s", example(def, "0.5"))
-		}
-		fv.SetFloat(x)
-	case reflect.Slice:
-		var items []string
-		for s := range strings.SplitSeq(raw, ",") {
-			if s = strings.TrimSpace(s); s != "" {
-				items = append(items, s)
-			}
-		}
-		out := reflect.MakeSlice(t, len(items), len(items))
-		for i, s := range items {
-			if err := setField(out.Index(i), s, ""); err != nil {
-				return fmt.Errorf("item %d: %w", i+1, err)
-			}
-		}
-		fv.Set(out)
-	default:
-		return fmt.Errorf("unsupported field type %s (a bug in the service)", t)
+	switch {
+	case custom(t):
+		return errors.New("not a valid value" + eg(""))
+	case t == reflect.TypeFor[time.Duration]():
+		return errors.New("not a valid duration" + eg("30s, 1m"))
+	case t.Kind() == reflect.Bool:
+		return errors.New("not a boolean (e.g. true, false)")
+	case t.Kind() >= reflect.Int && t.Kind() <= reflect.Int64:
+		return errors.New("not a whole number in range" + eg("10"))
+	case t.Kind() >= reflect.Uint && t.Kind() <= reflect.Uintptr:
+		return errors.New("not a non-negative whole number in range" + eg("10"))
+	case t.Kind() == reflect.Float32 || t.Kind() == reflect.Float64:
+		return errors.New("not a number" + eg("0.5"))
+	case t.Kind() == reflect.Map:
+		return errors.New("not a comma-separated list of key:value pairs" + eg("a:1,b:2"))
 	}
-	return nil
-}
-
-func example(def, fallback string) string {
-	if def = strings.TrimSpace(def); def != "" {
-		return " (e.g. " + def + ")"
-	}
-	if fallback != "" {
-		return " (e.g. " + fallback + ")"
-	}
-	return ""
+	return errors.New("not a valid value" + eg(""))
 }

@@ -1,6 +1,7 @@
 package service
 
 import (
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -72,6 +73,45 @@ func TestLoadEnvUnsetAndEmpty(t *testing.T) {
 	}
 	if spec.A != time.Second || spec.S != "x" || spec.T != "" || spec.N != 0 {
 		t.Errorf("got %+v", spec)
+	}
+}
+
+// envconfig's own semantics apply: split_words names, nested structs'
+// prefixes, its TextUnmarshaler, map and pointer handling, required.
+func TestLoadEnvFollowsEnvconfig(t *testing.T) {
+	var spec struct {
+		ProxyAddr netip.Addr     `split_words:"true"`
+		Limits    map[string]int `envconfig:"SVC_TEST_LIMITS"`
+		Ratio     *float64       `envconfig:"SVC_TEST_RATIO"`
+		Nested    struct {
+			Port int `default:"80"`
+		}
+		Skipped string `envconfig:"SVC_TEST_SKIPPED" ignored:"true"`
+		Need    string `envconfig:"SVC_TEST_NEED" required:"1"`
+	}
+	t.Setenv("PROXY_ADDR", "10.1.2.3")
+	t.Setenv("SVC_TEST_LIMITS", "a:1,b:2")
+	t.Setenv("SVC_TEST_RATIO", "0.25")
+	t.Setenv("NESTED_PORT", "8080")
+	t.Setenv("SVC_TEST_SKIPPED", "x")
+	errs := LoadEnv(&spec)
+	if len(errs) != 1 || errs[0].Error() != "SVC_TEST_NEED: required but not set" {
+		t.Errorf("errors %v, want only the required one", errs)
+	}
+	if spec.ProxyAddr != netip.MustParseAddr("10.1.2.3") || spec.Limits["b"] != 2 || spec.Ratio == nil || *spec.Ratio != 0.25 ||
+		spec.Nested.Port != 8080 || spec.Skipped != "" {
+		t.Errorf("got %+v", spec)
+	}
+	t.Setenv("PROXY_ADDR", "not-an-ip-secret")
+	t.Setenv("SVC_TEST_LIMITS", "a-secret")
+	t.Setenv("SVC_TEST_NEED", "n")
+	var got []string
+	for _, e := range LoadEnv(&spec) {
+		got = append(got, e.Error())
+	}
+	want := []string{"PROXY_ADDR: not a valid value", "SVC_TEST_LIMITS: not a comma-separated list of key:value pairs (e.g. a:1,b:2)"}
+	if !slices.Equal(got, want) {
+		t.Errorf("errors\n%q\nwant\n%q", got, want)
 	}
 }
 

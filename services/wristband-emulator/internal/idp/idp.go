@@ -16,10 +16,12 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"log/slog"
 	"mime"
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -44,6 +46,8 @@ type Config struct {
 	Key      *rsa.PrivateKey
 	KeyID    string // empty: derived from the key (RFC 7638 thumbprint)
 	Now      func() time.Time
+	// Limits of the token endpoint; the zero value means no limit.
+	Limits Limits
 }
 
 // IdP serves the two endpoints.
@@ -52,6 +56,9 @@ type IdP struct {
 	signKey jwk.Key
 	jwks    []byte
 	issued  atomic.Uint64
+	limited atomic.Uint64
+
+	perClient, perSource *limiter
 }
 
 // New checks the config and prepares the signing key and the JWKS document.
@@ -103,7 +110,15 @@ func New(cfg Config) (*IdP, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encoding JWKS: %w", err)
 	}
-	return &IdP{cfg: cfg, signKey: priv, jwks: doc}, nil
+	ids := make([]string, 0, len(cfg.Clients))
+	for id := range cfg.Clients {
+		ids = append(ids, id)
+	}
+	return &IdP{
+		cfg: cfg, signKey: priv, jwks: doc,
+		perClient: newLimiter(cfg.Limits.PerClient, cfg.Limits.PerClientBurst, ids),
+		perSource: newLimiter(cfg.Limits.PerSource, cfg.Limits.PerSourceBurst, nil),
+	}, nil
 }
 
 // KeyID is the kid of the signing key.
@@ -111,6 +126,9 @@ func (p *IdP) KeyID() string { return p.cfg.KeyID }
 
 // Issued counts the tokens issued since start.
 func (p *IdP) Issued() uint64 { return p.issued.Load() }
+
+// Limited counts the token requests refused with 429 since start.
+func (p *IdP) Limited() uint64 { return p.limited.Load() }
 
 // Register adds the endpoints to e.
 func (p *IdP) Register(e *echo.Echo) {
@@ -139,8 +157,54 @@ func (p *IdP) fail(c echo.Context, status int, code, desc string) error {
 // few dozen bytes.
 const maxFormBytes = 8 << 10
 
+// tooMany answers 429 with an honest Retry-After and an RFC 6749-style body
+// (temporarily_unavailable is the registered code closest to "slow down").
+func (p *IdP) tooMany(c echo.Context, wait time.Duration, desc string) error {
+	p.limited.Add(1)
+	ra := retryAfter(wait)
+	c.Response().Header().Set("Retry-After", ra)
+	return p.fail(c, http.StatusTooManyRequests, "temporarily_unavailable", desc+"; retry after "+ra+" s")
+}
+
+// refused notes a failed token request on its access-log line: the
+// client_id, so an operator can tell which client is misconfigured or under
+// attack, and the error code. An ID that is not registered is written as
+// "(unknown)": it may be a secret pasted into the wrong field. The secret
+// itself is never logged.
+func (p *IdP) refused(c echo.Context, clientID, code string) {
+	service.AddLogAttrs(c, slog.String("client_id", p.loggableID(clientID)), slog.String("oauth_error", code))
+}
+
+func (p *IdP) loggableID(id string) string {
+	switch _, known := p.cfg.Clients[id]; {
+	case id == "":
+		return "(none)"
+	case !known:
+		return "(unknown)"
+	}
+	return id
+}
+
+// presentedID is the client_id a request claims, before anything is parsed
+// or checked (for the log line of a request refused early).
+func presentedID(r *http.Request) string {
+	id, _, ok := r.BasicAuth()
+	if !ok {
+		return ""
+	}
+	if v, err := unescape(id); err == nil {
+		return v
+	}
+	return id
+}
+
 func (p *IdP) token(c echo.Context) error {
 	r := c.Request()
+	now := p.cfg.Now()
+	if wait := p.perSource.wait(sourceIP(r, c.Echo().IPExtractor), now); wait > 0 {
+		p.refused(c, presentedID(r), "rate_limited")
+		return p.tooMany(c, wait, "too many token requests from this address")
+	}
 	mt, _, err := mime.ParseMediaType(r.Header.Get(echo.HeaderContentType))
 	if err != nil || mt != echo.MIMEApplicationForm {
 		return p.fail(c, http.StatusBadRequest, "invalid_request", "Content-Type must be application/x-www-form-urlencoded")
@@ -156,6 +220,7 @@ func (p *IdP) token(c echo.Context) error {
 	}
 	id, secret, ok := r.BasicAuth()
 	if !ok {
+		p.refused(c, r.PostForm.Get("client_id"), "invalid_client")
 		return p.fail(c, http.StatusUnauthorized, "invalid_client", "client authentication with HTTP Basic is required")
 	}
 	// RFC 6749 2.3.1: the credentials are form-urlencoded before Basic encoding.
@@ -171,13 +236,22 @@ func (p *IdP) token(c echo.Context) error {
 		want = "\x00unknown-client"
 	}
 	if subtle.ConstantTimeCompare([]byte(secret), []byte(want)) != 1 || !known {
+		p.refused(c, id, "invalid_client")
 		return p.fail(c, http.StatusUnauthorized, "invalid_client", "client authentication failed")
+	}
+	service.AddLogAttrs(c, slog.String("client_id", id))
+	// Charged only once authenticated: see Limits.PerClient.
+	if wait := p.perClient.wait(id, now); wait > 0 {
+		service.AddLogAttrs(c, slog.String("oauth_error", "rate_limited"))
+		return p.tooMany(c, wait, "too many token requests for this client")
 	}
 	switch gt := r.PostForm.Get("grant_type"); gt {
 	case "":
+		service.AddLogAttrs(c, slog.String("oauth_error", "invalid_request"))
 		return p.fail(c, http.StatusBadRequest, "invalid_request", "grant_type is required")
 	case "client_credentials":
 	default:
+		service.AddLogAttrs(c, slog.String("oauth_error", "unsupported_grant_type"))
 		return p.fail(c, http.StatusBadRequest, "unsupported_grant_type", "only client_credentials is supported for machine-to-machine clients")
 	}
 	tok, err := p.Mint(id)
@@ -250,12 +324,21 @@ func ParseClients(s string) (map[string]string, error) {
 
 // LoadOrGenerateKey reads an RSA private key (PKCS#1 or PKCS#8 PEM) from
 // path, or generates a 2048-bit key when path is empty. A key file lets
-// restarts keep the key, so tokens issued before a restart stay valid.
+// restarts keep the key, so tokens issued before a restart stay valid and
+// the kid never changes. A missing file is created (mode 0600) with a new
+// key, so that a deployment needs only a writable volume, not a key of its
+// own: the first start creates it, every later start reuses it.
 func LoadOrGenerateKey(path string) (*rsa.PrivateKey, error) {
 	if path == "" {
 		return rsa.GenerateKey(rand.Reader, 2048)
 	}
 	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		if err := createKeyFile(path); err != nil {
+			return nil, err
+		}
+		b, err = os.ReadFile(path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("reading signing key: %w", err)
 	}
@@ -275,6 +358,49 @@ func LoadOrGenerateKey(path string) (*rsa.PrivateKey, error) {
 		return nil, fmt.Errorf("signing key %s: not an RSA key", path)
 	}
 	return rk, nil
+}
+
+// createKeyFile writes a new PKCS#8 PEM key to path. The key is written to a
+// temporary file first and then linked into place, so that a reader never
+// sees half a key and two emulators starting at once on one volume end up
+// with the same key (the loser of the link race reads the winner's).
+func createKeyFile(path string) error {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return fmt.Errorf("generating signing key: %w", err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		return fmt.Errorf("encoding signing key: %w", err)
+	}
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	tmp, err := os.CreateTemp(dir, "."+base+".tmp*")
+	if err != nil {
+		return fmt.Errorf("creating signing key file: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return fmt.Errorf("creating signing key file: %w", err)
+	}
+	if err := pem.Encode(tmp, &pem.Block{Type: "PRIVATE KEY", Bytes: der}); err != nil {
+		tmp.Close()
+		return fmt.Errorf("writing signing key file: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("writing signing key file: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("writing signing key file: %w", err)
+	}
+	if err := os.Link(tmp.Name(), path); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("creating signing key file: %w", err)
+	}
+	return nil
 }
 
 func unescape(s string) (string, error) { return url.QueryUnescape(s) }

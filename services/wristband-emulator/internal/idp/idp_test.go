@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -193,5 +195,45 @@ func TestParseClients(t *testing.T) {
 		if word := strings.Trim(bad, ":,"); word != "" && strings.Contains(err.Error(), word) {
 			t.Errorf("%q: the error echoes the input, which may be a secret", bad)
 		}
+	}
+}
+
+func TestLoadOrGenerateKeyCreatesMissingFileOnceAndReusesIt(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "signing.pem")
+	k1, err := LoadOrGenerateKey(path)
+	if err != nil {
+		t.Fatalf("first load: %v", err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatalf("key file not created: %v", err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("key file mode %v, want 0600", fi.Mode().Perm())
+	}
+	k2, err := LoadOrGenerateKey(path)
+	if err != nil {
+		t.Fatalf("second load: %v", err)
+	}
+	if !k1.Equal(k2) {
+		t.Fatal("second load returned a different key: a restart would change the kid")
+	}
+	left, _ := filepath.Glob(filepath.Join(filepath.Dir(path), ".*tmp*"))
+	if len(left) != 0 {
+		t.Errorf("temporary files left behind: %v", left)
+	}
+}
+
+func TestLoadOrGenerateKeyErrors(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.pem")
+	if err := os.WriteFile(bad, []byte("not a key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadOrGenerateKey(bad); err == nil || !strings.Contains(err.Error(), "no PEM block") {
+		t.Errorf("garbage file: err = %v, want no PEM block", err)
+	}
+	if _, err := LoadOrGenerateKey(filepath.Join(dir, "missing-dir", "k.pem")); err == nil {
+		t.Error("missing directory: want an error, got none")
 	}
 }

@@ -1,0 +1,3 @@
+module github.com/wristband-m2m-go/wristband-m2m-go/interop
+
+go 1.26
