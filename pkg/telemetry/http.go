@@ -182,10 +182,20 @@ func (m *httpMetrics) middleware(rt *routes) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			start := time.Now()
+			done := false
+			defer func() {
+				// A panic passes through (the recover middleware outside
+				// logs its stack and answers 500); count it as that 500.
+				if !done {
+					k := obsKey{route: rt.label(c, nil), method: method(c.Request().Method), status: http.StatusInternalServerError}
+					m.observer(k).Observe(time.Since(start).Seconds())
+				}
+			}()
 			err := next(c)
 			commit(c, err)
 			k := obsKey{route: rt.label(c, err), method: method(c.Request().Method), status: statusOf(c)}
 			m.observer(k).Observe(time.Since(start).Seconds())
+			done = true
 			return nil
 		}
 	}

@@ -177,6 +177,7 @@ func TestHTTPMetricsByRouteTemplateMethodAndStatus(t *testing.T) {
 	e.GET("/teapot", func(c echo.Context) error { return echo.NewHTTPError(http.StatusTeapot, "short and stout") })
 	e.Any("/any", func(c echo.Context) error { return c.NoContent(http.StatusNoContent) })
 	e.GET("/boom", func(c echo.Context) error { return fmt.Errorf("plain error") })
+	e.GET("/panic", func(c echo.Context) error { panic("handler bug") })
 
 	do := func(method, path string) int {
 		rec := httptest.NewRecorder()
@@ -195,6 +196,15 @@ func TestHTTPMetricsByRouteTemplateMethodAndStatus(t *testing.T) {
 	do(http.MethodPost, "/items/1") // route exists, method does not
 	do("PROPFIND", "/any")          // non-standard method
 	do(http.MethodDelete, "/any")
+	func() {
+		// No recover middleware here: the panic reaches the test.
+		defer func() {
+			if recover() == nil {
+				t.Error("the panic was swallowed")
+			}
+		}()
+		do(http.MethodGet, "/panic")
+	}()
 
 	fams, body := scrape(t, tel)
 	const h = "http_server_request_duration_seconds"
@@ -212,6 +222,7 @@ func TestHTTPMetricsByRouteTemplateMethodAndStatus(t *testing.T) {
 		{l("route", "/items/:id", "method", "POST", "status", "405"), 1},
 		{l("route", "/any", "method", telemetry.MethodOther, "status", "204"), 1},
 		{l("route", "/any", "method", "DELETE", "status", "204"), 1},
+		{l("route", "/panic", "method", "GET", "status", "500"), 1},
 	}
 	for _, tc := range cases {
 		if got := value(t, fams, h, tc.labels); got != tc.want {
@@ -222,8 +233,8 @@ func TestHTTPMetricsByRouteTemplateMethodAndStatus(t *testing.T) {
 	for _, m := range fams[h].GetMetric() {
 		total += m.Histogram.GetSampleCount()
 	}
-	if total != 10 {
-		t.Errorf("%d requests counted, want 10", total)
+	if total != 11 {
+		t.Errorf("%d requests counted, want 11", total)
 	}
 	for _, caller := range []string{"secret-token-value", "caller-chosen", "PROPFIND", "/items/1"} {
 		if strings.Contains(body, caller) {
