@@ -277,7 +277,7 @@ func (s *serverTLS) config(log *slog.Logger, h2 func() bool) *tls.Config {
 	}
 	s.clientCA.log = log
 	cfg.ClientAuth = tls.RequireAnyClientCert
-	cfg.VerifyPeerCertificate = s.verifyClient
+	cfg.VerifyConnection = s.verifyClient
 	// The CA's name in the certificate request tells clients which of their
 	// certificates to send (Go's client sends none that does not match), so
 	// it must follow a rotated CA file: one config per CA pool, rebuilt
@@ -309,20 +309,16 @@ func (s *serverTLS) config(log *slog.Logger, h2 func() bool) *tls.Config {
 	return cfg
 }
 
-func (s *serverTLS) verifyClient(raw [][]byte, _ [][]*x509.Certificate) error {
-	if len(raw) == 0 {
+// verifyClient runs in VerifyConnection, which crypto/tls calls on resumed
+// sessions too: a client whose CA was rotated out cannot come back on an
+// old session ticket.
+func (s *serverTLS) verifyClient(cs tls.ConnectionState) error {
+	certs := cs.PeerCertificates
+	if len(certs) == 0 {
 		return errors.New("tls: a client certificate is required")
 	}
-	if own := s.cert.get(); bytes.Equal(raw[0], own.Certificate[0]) {
+	if own := s.cert.get(); bytes.Equal(certs[0].Raw, own.Certificate[0]) {
 		return nil
-	}
-	certs := make([]*x509.Certificate, len(raw))
-	for i, b := range raw {
-		c, err := x509.ParseCertificate(b)
-		if err != nil {
-			return fmt.Errorf("tls: client certificate: %w", err)
-		}
-		certs[i] = c
 	}
 	inter := x509.NewCertPool()
 	for _, c := range certs[1:] {
