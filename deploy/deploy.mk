@@ -16,7 +16,7 @@ COMPOSE_FILES := $(if $(COMPOSE_FILE),,$(if $(WRISTBAND_IN_ENV),-f docker-compos
 PROJECT_IMAGES = $(foreach s,public-gateway protected-data wristband-emulator probe,$(IMAGE_PREFIX)/$(s):$(TAG))
 
 .PHONY: images images-probe compose-tool golang-standin up down clean-images clean-docker \
-	test-compose compose-test-run test-k8s test-dockerignore test-run-local swarm-up swarm-down
+	test-compose compose-test-run test-k8s test-dockerignore test-dockerfile test-run-local swarm-up swarm-down
 
 ## images: the three FROM scratch images from host-built binaries (pulls nothing)
 images: build
@@ -95,6 +95,10 @@ test-dockerignore:
 ## test-run-local: make run under a terminal: ready line, Ctrl-C exits 0 quietly, a crash exits 1
 test-run-local: build
 	./deploy/test-run-local.sh
+
+## test-dockerfile: the multi-stage Dockerfile builds an image that runs healthy (needs golang:1.26: a registry or make golang-standin)
+test-dockerfile:
+	./deploy/test-dockerfile.sh
 
 ## test-k8s: render the kustomize overlays and strictly decode every object
 test-k8s:
