@@ -75,7 +75,7 @@ test-compose:
 	  if [ "$$CI" = true ]; then echo "test-compose: FAIL: no Docker engine reachable (CI=true)"; exit 1; fi; \
 	  echo "test-compose: SKIP: no Docker engine reachable"; exit 0; \
 	fi; \
-	$(MAKE) --no-print-directory images images-probe compose-tool test-dockerignore && \
+	$(MAKE) --no-print-directory images images-probe images-prometheus compose-tool test-dockerignore && \
 	$(MAKE) --no-print-directory compose-test-run
 
 compose-test-run:

@@ -2,11 +2,7 @@ module github.com/wristband-m2m-go/wristband-m2m-go/e2e
 
 go 1.26.0
 
-require (
-	github.com/lestrrat-go/jwx/v2 v2.1.7
-	github.com/wristband-m2m-go/wristband-m2m-go/pkg v0.0.0-00010101000000-000000000000
-	gonum.org/v1/plot v0.17.0
-)
+require github.com/lestrrat-go/jwx/v2 v2.1.7
 
 require (
 	codeberg.org/go-fonts/liberation v0.5.0 // indirect
@@ -25,6 +21,7 @@ require (
 	github.com/lestrrat-go/option v1.0.1 // indirect
 	github.com/segmentio/asm v1.2.1 // indirect
 	github.com/stretchr/testify v1.12.1 // indirect
+	go.opentelemetry.io/otel/sdk/metric v1.47.0 // indirect
 	go.opentelemetry.io/proto/otlp v1.11.0 // indirect
 	golang.org/x/crypto v0.57.0 // indirect
 	golang.org/x/image v0.30.0 // indirect
@@ -35,6 +32,11 @@ require (
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260928230214-8a89bd6388cc // indirect
 	google.golang.org/grpc v1.83.2 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
+)
+
+require (
+	github.com/wristband-m2m-go/wristband-m2m-go/pkg v0.0.0
+	gonum.org/v1/plot v0.17.0
 )
 
 replace github.com/wristband-m2m-go/wristband-m2m-go/pkg => ../pkg

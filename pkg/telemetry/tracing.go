@@ -102,6 +102,16 @@ func (t *Telemetry) traceMiddleware(rt *routes, role Role) echo.MiddlewareFunc {
 			}
 			ctx, span := tracer.Start(ctx, m, opts...)
 			c.SetRequest(req.WithContext(ctx))
+			done := false
+			defer func() {
+				// A panic passes through to the recover middleware; the
+				// span still ends, as the 500 it becomes.
+				if !done {
+					span.SetName(m + " " + rt.label(c, nil))
+					span.SetStatus(codes.Error, "panic")
+					span.End()
+				}
+			}()
 
 			err := next(c)
 			commit(c, err)
@@ -113,6 +123,7 @@ func (t *Telemetry) traceMiddleware(rt *routes, role Role) echo.MiddlewareFunc {
 				span.SetStatus(codes.Error, "")
 			}
 			span.End()
+			done = true
 			return nil
 		}
 	}

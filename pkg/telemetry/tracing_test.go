@@ -100,6 +100,7 @@ func TestTraceAcrossTwoServices(t *testing.T) {
 			b, _ := io.ReadAll(resp.Body)
 			return c.String(http.StatusOK, "public+"+string(b))
 		})
+		e.GET("/panic", func(c echo.Context) error { panic("handler bug") })
 	})
 
 	// A caller's own traceparent is not adopted at the edge, only linked.
@@ -117,6 +118,11 @@ func TestTraceAcrossTwoServices(t *testing.T) {
 	}
 	if resp2, err := http.Get(front.URL + "/nope"); err == nil {
 		resp2.Body.Close()
+	}
+	if resp3, err := http.Get(front.URL + "/panic"); err != nil || resp3.StatusCode != http.StatusInternalServerError {
+		t.Fatalf("panicking handler: %v %v", resp3, err)
+	} else {
+		resp3.Body.Close()
 	}
 
 	// Close flushes: no waiting for the batch timer.
@@ -136,6 +142,9 @@ func TestTraceAcrossTwoServices(t *testing.T) {
 	inner, ok3 := byName["back server GET /data/:id"]
 	if !ok1 || !ok2 || !ok3 {
 		t.Fatalf("want front server, front client and back server spans; got %+v", spans)
+	}
+	if s, ok := byName["front server GET /panic"]; !ok || !s.Error {
+		t.Errorf("no error span for the panicking handler: %+v", spans)
 	}
 	if _, ok := byName["front server GET unmatched"]; !ok {
 		t.Errorf("no span named by the unmatched route for /nope: %+v", spans)
