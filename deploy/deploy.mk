@@ -13,10 +13,10 @@ COMPOSE_SH := ./deploy/compose.sh
 # docker-compose.yml); an explicit COMPOSE_FILE (shell or .env) wins.
 WRISTBAND_IN_ENV := $(shell test -f .env && grep -Eq '^[[:space:]]*APPLICATION_VANITY_DOMAIN=[^[:space:]]' .env && ! grep -Eq '^[[:space:]]*COMPOSE_FILE=' .env && echo yes)
 COMPOSE_FILES := $(if $(COMPOSE_FILE),,$(if $(WRISTBAND_IN_ENV),-f docker-compose.yml -f deploy/compose/wristband.yml))
-PROJECT_IMAGES = $(foreach s,public-gateway protected-data wristband-emulator probe,$(IMAGE_PREFIX)/$(s):$(TAG))
+PROJECT_IMAGES = $(foreach s,public-gateway protected-data wristband-emulator probe prometheus,$(IMAGE_PREFIX)/$(s):$(TAG))
 
 .PHONY: images images-probe compose-tool golang-standin up down clean-images clean-docker \
-	test-compose compose-test-run test-k8s test-dockerignore test-run-local swarm-up swarm-down
+	test-compose compose-test-run test-k8s test-dockerignore test-dockerfile test-run-local swarm-up swarm-down
 
 ## images: the three FROM scratch images from host-built binaries (pulls nothing)
 images: build
@@ -50,7 +50,7 @@ up: images compose-tool
 down: compose-tool
 	CLIENT_SECRET_FILE=$$(./deploy/client-secret.sh) $(COMPOSE_SH) $(COMPOSE_FILES) down --remove-orphans
 
-## clean-images: remove the images `make images` built (IMAGE_PREFIX/*:TAG, probe included)
+## clean-images: remove the images `make images` built (IMAGE_PREFIX/*:TAG, probe and prometheus included)
 clean-images:
 	@for i in $(PROJECT_IMAGES); do \
 	  if docker image inspect $$i >/dev/null 2>&1; then docker rmi $$i >/dev/null && echo "removed $$i"; fi; \
@@ -95,6 +95,10 @@ test-dockerignore:
 ## test-run-local: make run under a terminal: ready line, Ctrl-C exits 0 quietly, a crash exits 1
 test-run-local: build
 	./deploy/test-run-local.sh
+
+## test-dockerfile: the multi-stage Dockerfile builds an image that runs healthy (needs golang:1.26: a registry or make golang-standin)
+test-dockerfile:
+	./deploy/test-dockerfile.sh
 
 ## test-k8s: render the kustomize overlays and strictly decode every object
 test-k8s:
