@@ -8,10 +8,19 @@ MODULE_DIRS = $(shell $(GO) list -m -f '{{.Dir}}')
 
 export CGO_ENABLED ?= 0
 
-.PHONY: all build run test lint bench clean
+.PHONY: all build run test lint bench clean help
 
 all: build
 
+## help: the targets, from the `## target:` comments in Makefile, deploy/deploy.mk and mk/*.mk
+help:
+	@echo "make <target>   (make with no target = make build)"
+	@awk '/^## [A-Za-z0-9_.-]+: / { t = substr($$0, 4); n = t; sub(/: .*/, "", n); d = t; sub(/^[^:]*: /, "", d); \
+	        printf "  %-18s %s\n", n, d; more = 1; next } \
+	      /^## / && more { printf "  %-18s %s\n", "", substr($$0, 4); next } \
+	      { more = 0 }' $(MAKEFILE_LIST)
+
+## build: the three static binaries in bin/
 build: $(BINS)
 
 # Always rebuilt (go's cache makes that cheap), static, no cgo.
@@ -29,11 +38,11 @@ run: build
 test:
 	CGO_ENABLED=1 $(GO) test -race -count=1 $(addsuffix /...,$(MODULE_DIRS))
 
-## lint: go vet and gofmt
+## lint: go vet, gofmt, staticcheck and govulncheck (tools cached outside the clone; VULNCHECK=strict fails on findings)
 lint:
-	$(GO) vet $(addsuffix /...,$(MODULE_DIRS))
-	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	./tools/lint.sh
 
+## clean: remove bin/ (images: make clean-images)
 clean:
 	rm -rf bin
 

@@ -1,28 +1,29 @@
 #!/usr/bin/env bash
 # Runs Docker Compose, whichever one this machine has, so that the Makefile
-# and the tests work with the Compose v2 plugin (`docker compose`), with a
-# project-local Compose v2 built from the Go module proxy, or with the old
-# Python docker-compose 1.29. docker-compose.yml is written for all three.
+# and the tests work with the Compose v2 plugin (`docker compose`) or with
+# the old Python docker-compose 1.29. docker-compose.yml is written for both.
 #
 #   deploy/compose.sh which          # print the command that will be used
 #   deploy/compose.sh <compose args> # run it
 #   deploy/compose.sh wait-healthy [seconds]  # wait for the project's containers
 #
-# Order: $COMPOSE if set; `docker compose`; deploy/.tools/bin/docker-compose
-# (built by deploy/install-compose.sh unless COMPOSE_INSTALL=0); docker-compose.
+# Order: $COMPOSE if set; `docker compose`; else deploy/install-compose.sh
+# builds the v2 plugin (cached outside the clone) and links it into
+# ~/.docker/cli-plugins, after which `docker compose` works (unless
+# COMPOSE_INSTALL=0); else docker-compose.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-local_v2=$root/deploy/.tools/bin/docker-compose
 
 find_compose() {
   if [ -n "${COMPOSE:-}" ]; then echo "$COMPOSE"; return 0; fi
   if docker compose version >/dev/null 2>&1; then echo "docker compose"; return 0; fi
-  if [ -x "$local_v2" ]; then echo "$local_v2"; return 0; fi
-  if [ "${COMPOSE_INSTALL:-1}" = 1 ] && "$root/deploy/install-compose.sh" >&2; then
-    echo "$local_v2"; return 0
+  if [ "${COMPOSE_INSTALL:-1}" = 1 ] && bin=$("$root/deploy/install-compose.sh"); then
+    # Linked as a plugin: `docker compose`; if the link was refused, the binary.
+    if docker compose version >/dev/null 2>&1; then echo "docker compose"; else echo "$bin"; fi
+    return 0
   fi
   if command -v docker-compose >/dev/null 2>&1; then echo "docker-compose"; return 0; fi
-  echo "compose: no Docker Compose found (docker compose, $local_v2, docker-compose)" >&2
+  echo "compose: no Docker Compose found (docker compose, docker-compose), and building the v2 plugin failed" >&2
   return 1
 }
 

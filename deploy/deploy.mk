@@ -43,7 +43,8 @@ up: images compose-tool
 	  echo "up: failed; removing what it created (docker compose down)" >&2; \
 	  CLIENT_SECRET_FILE=$$secret $(COMPOSE_SH) $(COMPOSE_FILES) down --remove-orphans >/dev/null 2>&1; exit 1; \
 	fi
-	@echo "up: ready: curl -s localhost:$${GATEWAY_PUBLISH:-6001}/api/public/data"
+	@p=$${GATEWAY_PUBLISH:-6001}; case $$p in *:*) ;; *) p=localhost:$$p ;; esac; \
+	echo "up: ready: curl -s $${p%%-*}/api/public/data"
 
 ## down: stop and remove the containers and networks (keeps images and the emulator's key volume)
 down: compose-tool

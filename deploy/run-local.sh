@@ -73,9 +73,14 @@ name_of() {
   echo "pid $1"
 }
 
-start() { # name command...
+start() { # name command... (LISTEN_ADDR in its environment)
   local name=$1
   shift
+  # Something else on the port would answer our readiness checks.
+  if [ -n "$(http_status "$LISTEN_ADDR" /healthz)" ] || (exec 3<>"/dev/tcp/${LISTEN_ADDR%:*}/${LISTEN_ADDR##*:}") 2>/dev/null; then
+    echo "run: $LISTEN_ADDR, $name's address, is already in use (another make run?); stopping" >&2
+    exit 1
+  fi
   "$@" &
   pids+=($!)
   names+=("$name")
@@ -124,10 +129,18 @@ metrics_addr() { echo "127.0.0.1:$((${1##*:} + 3090))"; }
 if [ -z "${APPLICATION_VANITY_DOMAIN:-}" ]; then
   echo "run: no APPLICATION_VANITY_DOMAIN: using the local wristband-emulator at $EMU_URL"
   mkdir -p "$RUN_DIR" && chmod 700 "$RUN_DIR"
-  export CLIENT_ID="${CLIENT_ID:-demo-client}" CLIENT_SECRET="${CLIENT_SECRET:-demo-secret}"
+  export CLIENT_ID="${CLIENT_ID:-demo-client}"
+  # The emulator must know the gateway's secret, wherever it comes from (the
+  # gateway refuses CLIENT_SECRET and CLIENT_SECRET_FILE together).
+  if [ -n "${CLIENT_SECRET_FILE:-}" ]; then
+    emu_secret=$(cat "$CLIENT_SECRET_FILE") || { echo "run: cannot read CLIENT_SECRET_FILE" >&2; exit 1; }
+  else
+    export CLIENT_SECRET="${CLIENT_SECRET:-demo-secret}"
+    emu_secret=$CLIENT_SECRET
+  fi
   LISTEN_ADDR=$EMU_ADDR ISSUER=$EMU_URL METRICS_ADDR="$(metrics_addr "$EMU_ADDR")" \
     SIGNING_KEY_FILE="${SIGNING_KEY_FILE:-$RUN_DIR/emulator-signing-key.pem}" \
-    CLIENTS="$CLIENT_ID:$CLIENT_SECRET" \
+    CLIENTS="$CLIENT_ID:$emu_secret" \
     start wristband-emulator ./bin/wristband-emulator
   export WRISTBAND_EMULATOR_URL=$EMU_URL
   wait_ok wristband-emulator "${pids[-1]}" "$EMU_ADDR" /healthz

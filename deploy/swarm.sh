@@ -59,9 +59,9 @@ down)
   if docker info -f '{{.Swarm.LocalNodeState}}' | grep -qx active; then
     docker stack rm "$stack" 2>&1 | grep -v 'Nothing found' || true
     wait_gone
-    if [ "${KEEP_VOLUMES:-1}" = 0 ]; then
-      docker volume ls -q --filter "label=com.docker.stack.namespace=$stack" | xargs -r docker volume rm >/dev/null
-    fi
+  fi
+  if [ "${KEEP_VOLUMES:-1}" = 0 ]; then
+    docker volume ls -q --filter "label=com.docker.stack.namespace=$stack" | xargs -r docker volume rm >/dev/null
   fi
   if [ -f "$marker" ]; then
     had_gwbridge=$(sed -n 's/^had_gwbridge=//p' "$marker")

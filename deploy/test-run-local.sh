@@ -8,13 +8,28 @@
 #   3. the emulator's kid is the same on the next start (key kept in .run/);
 #   4. kill -9 of protected-data: the others stop, make exits non-zero, and
 #      the runner names protected-data.
-# Runs on ports of its own (16101-16103) so that it does not meet a `make
-# run` of the developer's. Bounded: every wait has a deadline.
+# Runs on free ports of its own so that it does not meet a `make run` of
+# the developer's. Bounded: every wait has a deadline.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 tmp=$(mktemp -d)
-export GATEWAY_ADDR=127.0.0.1:16101 PROTECTED_DATA_ADDR=127.0.0.1:16102 EMULATOR_ADDR=127.0.0.1:16103
+# Three free ports (and their +3090 metrics ports) in 20000-39999.
+free_port() {
+  local p
+  while :; do
+    p=$((20000 + RANDOM % 20000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && ! (exec 3<>"/dev/tcp/127.0.0.1/$((p + 3090))") 2>/dev/null &&
+      [[ " ${used:-} " != *" $p "* ]]; then
+      used="${used:-} $p"
+      echo "$p"
+      return
+    fi
+  done
+}
+used=
+gp=$(free_port); used="$used $gp"; pp=$(free_port); used="$used $pp"; ep=$(free_port)
+export GATEWAY_ADDR=127.0.0.1:$gp PROTECTED_DATA_ADDR=127.0.0.1:$pp EMULATOR_ADDR=127.0.0.1:$ep
 export LOG_FORMAT=text
 fails=0
 spid=

@@ -166,7 +166,16 @@ func TestMetricsOnTheAdminListener(t *testing.T) {
 		t.Errorf("process RSS = %v", v)
 	}
 
+	if r := get(t, o.pdURL()+"/api/protected/data", "Authorization", "Bearer "+clientSecret); r.status != 401 {
+		t.Errorf("garbage token: %d", r.status)
+	}
 	pd, _ := scrape(o.pdMetrics)
+	if v := metricValue(t, pd, "jwtauth_validation_failures_total", "reason", "malformed"); v != 1 {
+		t.Errorf("failures{reason=malformed} = %v, want 1", v)
+	}
+	if v := metricValue(t, pd, "jwtauth_validation_failures_total", "reason", "expired"); v != 0 {
+		t.Errorf("failures{reason=expired} = %v, want 0", v)
+	}
 	if v := metricValue(t, pd, "http_server_request_duration_seconds_count", "route", "/api/protected/data", "method", "GET", "status", "200"); v != calls {
 		t.Errorf("protected-data requests = %v, want %d", v, calls)
 	}
@@ -232,15 +241,22 @@ func TestTraceGatewayToProtectedData(t *testing.T) {
 	if gwClient.ParentSpanID != gwServer.SpanID || pdServer.ParentSpanID != gwClient.SpanID {
 		t.Errorf("parents: client's %s (want %s), protected-data's %s (want %s)", gwClient.ParentSpanID, gwServer.SpanID, pdServer.ParentSpanID, gwClient.SpanID)
 	}
-	// The token fetch at start-up is a trace of its own.
-	var fetch bool
+	// The token and JWKS fetches at start-up are traces of their own; the
+	// first sight of the token (a cache miss) is validated inside the call's
+	// trace, under protected-data's server span.
+	var fetchToken, fetchJWKS, validate bool
 	for _, s := range spans {
-		if s.Service == "public-gateway" && s.Name == "m2m.fetch_token" {
-			fetch = true
+		switch {
+		case s.Service == "public-gateway" && s.Name == "m2m.fetch_token":
+			fetchToken = true
+		case s.Service == "protected-data" && s.Name == "jwtauth.fetch_jwks":
+			fetchJWKS = true
+		case s.Service == "protected-data" && s.Name == "jwtauth.validate":
+			validate = s.TraceID == pdServer.TraceID && s.ParentSpanID == pdServer.SpanID
 		}
 	}
-	if !fetch {
-		t.Errorf("no m2m.fetch_token span from the gateway: %+v", spans)
+	if !fetchToken || !fetchJWKS || !validate {
+		t.Errorf("m2m.fetch_token %v, jwtauth.fetch_jwks %v, jwtauth.validate under protected-data's span %v; spans %+v", fetchToken, fetchJWKS, validate, spans)
 	}
 	for _, p := range []*proc{o.gw, o.pd} {
 		found := false

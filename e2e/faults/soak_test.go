@@ -3,6 +3,10 @@
 package faults
 
 import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -10,14 +14,22 @@ import (
 // Soak: 5-second tokens under steady load for at least 20 renewals.
 // Expected: 0 non-2xx, token requests ~ renewals (no extra fetches from
 // refused tokens), RSS flat. RSS is reported, not asserted: memory and
-// speed are measured, never asserted in tests.
+// speed are measured, never asserted in tests. FAULTS_SOAK_RENEWALS runs a
+// longer soak by hand (e.g. 100: about 5.5 minutes).
 func TestSoakShortTokens(t *testing.T) {
 	const (
 		lifetime = 5 * time.Second
 		margin   = time.Second
-		renewals = 20
 		workers  = 8
 	)
+	renewals := int64(20)
+	if v := os.Getenv("FAULTS_SOAK_RENEWALS"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 20 {
+			t.Fatalf("FAULTS_SOAK_RENEWALS: want a whole number >= 20 (e.g. 100)")
+		}
+		renewals = n
+	}
 	s := newSystem(t, opts{lifetime: lifetime, gwEnv: []string{"TOKEN_MARGIN=" + margin.String()}})
 	g := startLoad(t, workers, 10*time.Millisecond, s.public())
 	// Warm up before the first RSS reading: pools and buffers filled.
@@ -29,9 +41,19 @@ func TestSoakShortTokens(t *testing.T) {
 	}
 	s.idp.resetCounts()
 	began := time.Now()
-	// Until 20 renewals have happened, with a bound in case none do.
-	deadline := began.Add(3 * time.Minute)
-	for s.idp.count(tokenPath) < renewals && time.Now().Before(deadline) {
+	// Until the renewals have happened, with a bound in case none do; RSS
+	// sampled every 10 renewals to show its course, not only its ends.
+	deadline := began.Add(time.Duration(renewals) * 9 * time.Second)
+	var course []string
+	for next := int64(10); s.idp.count(tokenPath) < renewals && time.Now().Before(deadline); {
+		if s.idp.count(tokenPath) >= next {
+			var parts []string
+			for _, p := range procs {
+				parts = append(parts, fmt.Sprintf("%.1f", float64(p.rssKiB(t))/1024))
+			}
+			course = append(course, fmt.Sprintf("%d: %s", next, strings.Join(parts, "/")))
+			next += 10
+		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	// Half a period more so the last renewal is exercised by the load.
@@ -52,6 +74,7 @@ func TestSoakShortTokens(t *testing.T) {
 	for i, p := range procs {
 		t.Logf("soak: %s RSS %.1f MiB at start, %.1f MiB at end", p.name, float64(startRSS[i])/1024, float64(endRSS[i])/1024)
 	}
+	t.Logf("soak: RSS MiB gateway/protected-data/emulator after N renewals: %s", strings.Join(course, ", "))
 	if fetches < renewals {
 		t.Errorf("%d token requests in %s: want >= %d renewals", fetches, elapsed.Round(time.Second), renewals)
 	}

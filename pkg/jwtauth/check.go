@@ -2,6 +2,7 @@ package jwtauth
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -254,11 +255,15 @@ func (v *Validator) checkClaims(payload []byte) (*Claims, *TokenError) {
 		return nil, invalid(ReasonMalformed, "malformed token", errors.New("claims are not a JSON object"))
 	}
 	c := &Claims{}
-	var scope, azp string
+	var scope, azp, cid string
 	var hasScope bool
 	var scp []string
 	tok := jwt.New()
-	for name, raw := range m {
+	for _, name := range claimNames { // a fixed order: the same token always gets the same answer
+		raw, ok := m[name]
+		if !ok {
+			continue
+		}
 		var err error
 		switch name {
 		case "iss":
@@ -273,6 +278,8 @@ func (v *Validator) checkClaims(payload []byte) (*Claims, *TokenError) {
 			err = jsonString(raw, &c.ClientID)
 		case "azp":
 			err = jsonString(raw, &azp)
+		case "cid": // Okta
+			err = jsonString(raw, &cid)
 		case "app_id":
 			err = jsonString(raw, &c.AppID)
 		case "tnt_id":
@@ -334,13 +341,16 @@ func (v *Validator) checkClaims(payload []byte) (*Claims, *TokenError) {
 	} else {
 		c.Scopes = scp
 	}
-	if c.ClientID == "" {
-		c.ClientID = azp
-	}
+	// client_id (RFC 9068, Wristband, Hydra), else azp (Auth0, Keycloak),
+	// else cid (Okta): the one field AllowClients compares.
+	c.ClientID = cmp.Or(c.ClientID, azp, cid)
 	return c, nil
 }
 
 // jsonString decodes a string member of the (already validated) claims.
+// claimNames are the claims this package reads, in the order they are checked.
+var claimNames = []string{"iss", "sub", "jti", "client_id", "azp", "cid", "app_id", "tnt_id", "sub_kind", "scope", "scp", "aud", "exp", "nbf", "iat"}
+
 func jsonString(raw json.RawMessage, dst *string) error {
 	if len(raw) < 2 || raw[0] != '"' {
 		return errors.New("not a string")

@@ -79,7 +79,7 @@ type Config struct {
 	Leeway             time.Duration // default DefaultLeeway; < 0 means none; at most MaxLeeway
 	TokenType          string        // optional, e.g. "at+JWT" (RFC 9068); checked case-insensitively, "application/" prefix allowed
 	MaxTokenBytes      int           // default DefaultMaxTokenBytes
-	HTTPClient         *http.Client  // nil: a client with DefaultHTTPTimeout and no keep-alive; its CheckRedirect is replaced (see jwksRedirectPolicy)
+	HTTPClient         *http.Client  // nil: a client with DefaultHTTPTimeout and no keep-alive; a given one is copied, gets DefaultHTTPTimeout if it has none, and its CheckRedirect is replaced (see jwksRedirectPolicy)
 	RefreshInterval    time.Duration // JWKS background refresh; default DefaultRefreshInterval; >= 1 s
 	UnknownKIDCooldown time.Duration // least time between unknown-kid refetches; default DefaultUnknownKIDCooldown
 	CacheSize          int           // verified-token cache entries; default DefaultCacheSize; < 0 disables the cache
@@ -152,6 +152,9 @@ func (c Config) normalize() (Config, error) {
 		c.HTTPClient = &http.Client{Timeout: DefaultHTTPTimeout, Transport: t}
 	} else {
 		hc := *c.HTTPClient // never mutate the caller's client
+		if hc.Timeout <= 0 {
+			hc.Timeout = DefaultHTTPTimeout // a hung JWKS would stall every refetch behind it
+		}
 		c.HTTPClient = &hc
 	}
 	c.HTTPClient.CheckRedirect = jwksRedirectPolicy

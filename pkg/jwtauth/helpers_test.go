@@ -1,7 +1,6 @@
 package jwtauth_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -116,16 +115,6 @@ func do(t testing.TB, e *echo.Echo, auth ...string) response {
 }
 
 func bearer(tok string) string { return "Bearer " + tok }
-
-func mustJSON(v any) []byte {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		panic(err)
-	}
-	return bytes.TrimSpace(b.Bytes())
-}
 
 func itoa(n int64) string { return fmt.Sprint(n) }
 

@@ -41,6 +41,14 @@ func TestClaimsReachTheHandler(t *testing.T) {
 	if strings.Join(cl.Scopes, ",") != "a,b" || cl.ClientID != "hydra-client" {
 		t.Errorf("hydra-style claims = %+v", cl)
 	}
+	// Okta: the client in "cid", read when client_id and azp are absent.
+	cl, err = v.Validate(context.Background(), idp.Mint(map[string]any{"client_id": nil, "cid": "okta-client"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cl.ClientID != "okta-client" {
+		t.Errorf("okta-style claims = %+v", cl)
+	}
 	r := do(t, newServer(v), bearer(tok))
 	if r.status != http.StatusOK || !strings.Contains(r.raw.Body.String(), `"ClientID":"client-1"`) {
 		t.Fatalf("handler got %d %s", r.status, r.raw.Body.String())

@@ -39,7 +39,7 @@ const (
 	maxRetryAfter = 5 * time.Minute
 
 	// maxDescription bounds the error_description kept in errors and logs.
-	maxDescription = 200
+	maxDescription = 400
 )
 
 // tracer names spans after this package, as every package of the project

@@ -12,13 +12,8 @@ import (
 	"time"
 )
 
-// roundTripFunc is an in-memory token endpoint: a thousand sources on one
-// fake clock need no sockets.
-type roundTripFunc func(*http.Request) (*http.Response, error)
-
-func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
-
-// fleetIDP counts token requests per second of fake time.
+// fleetIDP is an in-memory token endpoint (a thousand sources on one fake
+// clock need no sockets) that counts requests per second of fake time.
 type fleetIDP struct {
 	clk      *fakeClock
 	start    time.Time

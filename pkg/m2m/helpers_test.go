@@ -256,7 +256,6 @@ func withBackoff(lo, hi time.Duration) option {
 }
 func withRetryInterval(d time.Duration) option { return func(cfg *Config) { cfg.RetryInterval = d } }
 func withMaxWait(d time.Duration) option       { return func(cfg *Config) { cfg.MaxWait = d } }
-func withSeed(seed uint64) option              { return func(cfg *Config) { cfg.rnd = newRand(seed) } }
 
 // newRand is a seeded source: tests of jitter give the same numbers each run.
 func newRand(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15)) }

@@ -568,7 +568,7 @@ func (s *TokenSource) backoffLocked(base time.Duration, n int) time.Duration {
 }
 
 // Start starts the background refresher: it fetches at once, retries with
-// backoff, and renews the token at about 80% of its usable life so that, in
+// backoff, and renews the token at a jittered 70-85% of its usable life so that, in
 // steady state, no Token call ever waits. Start is idempotent and a no-op
 // after Close.
 func (s *TokenSource) Start() {

@@ -41,8 +41,16 @@ type Base struct {
 	MetricsAddr string `envconfig:"METRICS_ADDR" default:":9090"`
 	// PProf serves net/http/pprof on the admin listener.
 	PProf bool `envconfig:"PPROF" default:"false"`
+	// TLS: with a certificate and key the service serves HTTPS only
+	// (TLS 1.2+), re-reading the files when they change. With a client CA
+	// every client must present a certificate that CA signed (mTLS). See
+	// tls.go.
+	TLSCertFile     string `envconfig:"TLS_CERT_FILE"`
+	TLSKeyFile      string `envconfig:"TLS_KEY_FILE"`
+	TLSClientCAFile string `envconfig:"TLS_CLIENT_CA_FILE"`
 
 	proxies  []netip.Prefix  // parsed TrustedProxies
+	tls      *serverTLS      // nil: plain HTTP
 	reported map[string]bool // variables Load found wrong
 }
 
@@ -141,7 +149,16 @@ func (b *Base) check() []error {
 		}
 		b.proxies = append(b.proxies, p)
 	}
+	tlsCfg, tlsErrs := b.loadServerTLS()
+	b.tls = tlsCfg
+	errs = append(errs, tlsErrs...)
 	return errs
+}
+
+// TLS says whether the service serves HTTPS (TLS_CERT_FILE set and valid)
+// and whether it requires client certificates (TLS_CLIENT_CA_FILE).
+func (b *Base) TLS() (on, mutual bool) {
+	return b.tls != nil, b.tls != nil && b.tls.clientCA != nil
 }
 
 func parsePrefix(s string) (netip.Prefix, error) {

@@ -1,6 +1,7 @@
 package service
 
 import (
+	"crypto/tls"
 	"net"
 	"net/http"
 	"sync"
@@ -91,6 +92,9 @@ func (l *limitListener) Close() error {
 
 // connState is the http.Server's ConnState hook: it keeps the idle set.
 func (l *limitListener) connState(c net.Conn, st http.ConnState) {
+	if tc, ok := c.(*tls.Conn); ok { // serving TLS: the listener's conn is inside
+		c = tc.NetConn()
+	}
 	lc, ok := c.(*limitConn)
 	if !ok {
 		return

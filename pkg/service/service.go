@@ -7,6 +7,7 @@ package service
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -69,7 +70,7 @@ func parseLevel(level string) (slog.Level, error) {
 // Load.
 func Main(name, defaultAddr string, run func(ctx context.Context, args []string) error) {
 	if len(os.Args) > 1 && os.Args[1] == "healthcheck" {
-		if err := Healthcheck(cmp.Or(os.Getenv("LISTEN_ADDR"), defaultAddr)); err != nil {
+		if err := healthcheckEnv(defaultAddr); err != nil {
 			fmt.Fprintf(os.Stderr, "%s healthcheck: %v\n", name, err)
 			os.Exit(1)
 		}
@@ -85,10 +86,34 @@ func Main(name, defaultAddr string, run func(ctx context.Context, args []string)
 	}
 }
 
+// healthcheckEnv runs Healthcheck, or HealthcheckTLS when the environment
+// (the container's, the same as the service's) sets TLS_CERT_FILE.
+func healthcheckEnv(defaultAddr string) error {
+	addr := cmp.Or(os.Getenv("LISTEN_ADDR"), defaultAddr)
+	if cert := os.Getenv("TLS_CERT_FILE"); cert != "" {
+		return HealthcheckTLS(addr, cert, os.Getenv("TLS_KEY_FILE"))
+	}
+	return Healthcheck(addr)
+}
+
 // Healthcheck asks the service listening on addr (":6001", "0.0.0.0:6001"...)
 // for /healthz on loopback. Scratch images have no curl, so the binary checks
 // itself.
-func Healthcheck(addr string) error {
+func Healthcheck(addr string) error { return healthcheck(addr, nil) }
+
+// HealthcheckTLS is Healthcheck for a service serving TLS from certFile and
+// keyFile. It presents that same certificate, which the service accepts as
+// a client certificate even when it requires them (TLS_CLIENT_CA_FILE), so
+// the check works with mTLS too and needs no port of its own.
+func HealthcheckTLS(addr, certFile, keyFile string) error {
+	cfg, err := healthcheckTLSConfig(certFile, keyFile)
+	if err != nil {
+		return err
+	}
+	return healthcheck(addr, cfg)
+}
+
+func healthcheck(addr string, tlsCfg *tls.Config) error {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return errors.New("LISTEN_ADDR: not host:port or :port")
@@ -96,8 +121,14 @@ func Healthcheck(addr string) error {
 	if host == "" || host == "0.0.0.0" || host == "::" {
 		host = "127.0.0.1"
 	}
+	scheme := "http://"
 	c := &http.Client{Timeout: 3 * time.Second}
-	resp, err := c.Get("http://" + net.JoinHostPort(host, port) + "/healthz")
+	if tlsCfg != nil {
+		scheme = "https://"
+		c.Transport = &http.Transport{TLSClientConfig: tlsCfg, Proxy: nil}
+		defer c.CloseIdleConnections()
+	}
+	resp, err := c.Get(scheme + net.JoinHostPort(host, port) + "/healthz")
 	if err != nil {
 		return err
 	}
@@ -290,8 +321,20 @@ func Serve(ctx context.Context, log *slog.Logger, e *echo.Echo, b Base) error {
 		ConnState:         ln.connState,
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	log.Info("listening", "addr", ln.Addr().String(), "max_connections", ln.max)
+	tlsMode := "off"
+	if b.tls != nil {
+		// ServeTLS adds h2 and http/1.1 to ALPN; the certificate comes
+		// from GetCertificate, hence no file names here.
+		srv.TLSConfig = b.tls.config(log)
+		tlsMode = "on"
+		if b.tls.clientCA != nil {
+			tlsMode = "mutual"
+		}
+		go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	} else {
+		go func() { errc <- srv.Serve(ln) }()
+	}
+	log.Info("listening", "addr", ln.Addr().String(), "max_connections", ln.max, "tls", tlsMode)
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serving: %w", err)

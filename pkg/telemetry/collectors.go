@@ -75,16 +75,18 @@ type validatorCollector struct {
 
 	jwksFetches, jwksLoads, keys, loadedAt, refetches *prometheus.Desc
 	verifications, cacheHits, cacheMisses, cacheSize  *prometheus.Desc
+	failures                                          *prometheus.Desc
 }
 
 // ValidatorCollector exports a JWT validator: JWKS fetches by outcome, keys
-// loaded and when, unknown-kid refetches, signature verifications and the
-// verified-token cache.
+// loaded and when, unknown-kid refetches, validation failures by reason,
+// signature verifications and the verified-token cache. Outcomes and
+// reasons come from jwtauth's fixed lists, never from a token.
 func ValidatorCollector(src ValidatorStatser) prometheus.Collector {
 	return &validatorCollector{
 		src: src,
 		jwksFetches: prometheus.NewDesc("jwtauth_jwks_fetches_total",
-			"HTTP requests for the JWKS, every cause, by outcome.", []string{"outcome"}, nil),
+			"HTTP requests for the JWKS, every cause, by outcome (ok, transport, status, body, no_keys).", []string{"outcome"}, nil),
 		jwksLoads: prometheus.NewDesc("jwtauth_jwks_loads_total",
 			"Key sets installed.", nil, nil),
 		keys: prometheus.NewDesc("jwtauth_jwks_keys",
@@ -101,20 +103,26 @@ func ValidatorCollector(src ValidatorStatser) prometheus.Collector {
 			"Tokens that went through full validation.", nil, nil),
 		cacheSize: prometheus.NewDesc("jwtauth_cache_entries",
 			"Entries in the verified-token cache.", nil, nil),
+		failures: prometheus.NewDesc("jwtauth_validation_failures_total",
+			"Requests refused by the bearer-token check, by reason (missing, malformed, signature, unknown_kid, expired, forbidden, ...).", []string{"reason"}, nil),
 	}
 }
 
 func (c *validatorCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.jwksFetches, c.jwksLoads, c.keys, c.loadedAt, c.refetches,
-		c.verifications, c.cacheHits, c.cacheMisses, c.cacheSize} {
+		c.verifications, c.cacheHits, c.cacheMisses, c.cacheSize, c.failures} {
 		ch <- d
 	}
 }
 
 func (c *validatorCollector) Collect(ch chan<- prometheus.Metric) {
 	s := c.src.Stats()
-	ch <- counter(c.jwksFetches, s.JWKSFetches-min(s.JWKSFetchErrors, s.JWKSFetches), "ok")
-	ch <- counter(c.jwksFetches, s.JWKSFetchErrors, "error")
+	for _, o := range jwtauth.JWKSFetchOutcomes {
+		ch <- counter(c.jwksFetches, s.JWKSFetchOutcomes[o], o)
+	}
+	for _, r := range jwtauth.FailureReasons {
+		ch <- counter(c.failures, s.Failures[r], r)
+	}
 	ch <- counter(c.jwksLoads, s.JWKSLoads)
 	ch <- gauge(c.keys, float64(s.Keys))
 	var at float64

@@ -6,6 +6,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -30,9 +31,12 @@ type httpMetrics struct {
 	duration *prometheus.HistogramVec
 
 	// observers caches the histogram child per label set, so that the hot
-	// path is one map read and no allocation (WithLabelValues hashes the
-	// values and formats the status on every call).
-	observers sync.Map // obsKey -> prometheus.Observer
+	// path is one lock-free map read and no allocation (WithLabelValues
+	// hashes the values and formats the status on every call). The map is
+	// copied on write: label sets are few (bounded routes x methods x
+	// statuses) and all appear in the first moments of traffic.
+	observers atomic.Pointer[map[obsKey]prometheus.Observer]
+	mu        sync.Mutex // serialises writers
 }
 
 type obsKey struct {
@@ -51,12 +55,34 @@ func newHTTPMetrics() *httpMetrics {
 }
 
 func (m *httpMetrics) observer(k obsKey) prometheus.Observer {
-	if o, ok := m.observers.Load(k); ok {
-		return o.(prometheus.Observer)
+	if cur := m.observers.Load(); cur != nil {
+		if o, ok := (*cur)[k]; ok {
+			return o
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cur := m.observers.Load()
+	if cur != nil {
+		if o, ok := (*cur)[k]; ok {
+			return o
+		}
+	}
+	next := make(map[obsKey]prometheus.Observer, 1+len(ptrMap(cur)))
+	for kk, o := range ptrMap(cur) {
+		next[kk] = o
 	}
 	o := m.duration.WithLabelValues(k.route, k.method, strconv.Itoa(k.status))
-	m.observers.Store(k, o)
+	next[k] = o
+	m.observers.Store(&next)
 	return o
+}
+
+func ptrMap(p *map[obsKey]prometheus.Observer) map[obsKey]prometheus.Observer {
+	if p == nil {
+		return nil
+	}
+	return *p
 }
 
 // method maps the request method onto a fixed set.

@@ -447,8 +447,10 @@ func TestValidatorSeries(t *testing.T) {
 	if got := value(t, fams, "jwtauth_jwks_fetches_total", l("outcome", "ok")); got < 2 {
 		t.Errorf("jwks fetches ok = %v, want >= 2 (first load and the unknown-kid refetch)", got)
 	}
-	if got := value(t, fams, "jwtauth_jwks_fetches_total", l("outcome", "error")); got != 0 {
-		t.Errorf("jwks fetches error = %v, want 0", got)
+	for _, o := range jwtauth.JWKSFetchOutcomes[1:] {
+		if got := value(t, fams, "jwtauth_jwks_fetches_total", l("outcome", o)); got != 0 {
+			t.Errorf("jwks fetches %s = %v, want 0", o, got)
+		}
 	}
 	if got := value(t, fams, "jwtauth_jwks_unknown_kid_refetches_total", nil); got != 1 {
 		t.Errorf("unknown-kid refetches = %v, want 1", got)
@@ -473,13 +475,50 @@ func TestValidatorSeries(t *testing.T) {
 		t.Error("a kid or token from the caller appears in /metrics")
 	}
 
-	idp.SetDown(true)
+	// Refusals through the middleware, by reason; every reason is exported,
+	// zeros included, and nothing from the token becomes a label.
+	e := echo.New()
+	e.GET("/p", func(c echo.Context) error { return c.String(http.StatusOK, "ok") }, v.Middleware())
+	call := func(auth string) int {
+		req := httptest.NewRequest(http.MethodGet, "/p", nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		rec := httptest.NewRecorder()
+		e.ServeHTTP(rec, req)
+		return rec.Code
+	}
 	stranger2 := jwtauthtest.NewRSAKey(2048)
-	_, _ = v.Validate(ctx, jwtauthtest.Sign(stranger2, jwtauthtest.Header(stranger2), idp.Claims()))
-	fams, _ = scrape(t, tel)
-	// The second unknown kid falls in the refetch cooldown: no new fetch.
-	if got := value(t, fams, "jwtauth_jwks_unknown_kid_refetches_total", nil); got != 1 {
-		t.Errorf("unknown-kid refetches within the cooldown = %v, want still 1", got)
+	expired := idp.Mint(map[string]any{"exp": time.Now().Add(-time.Hour).Unix(), "iat": time.Now().Add(-2 * time.Hour).Unix()})
+	for _, c := range []struct {
+		auth string
+		want int
+	}{
+		{"", 401},
+		{"Bearer not.a.jwt-secret-ish", 401},
+		{"Bearer " + expired, 401},
+		{"Bearer " + expired, 401},
+		{"Bearer " + jwtauthtest.Sign(stranger2, jwtauthtest.Header(stranger2), idp.Claims()), 401},
+		{"Bearer " + tok, 200},
+	} {
+		if got := call(c.auth); got != c.want {
+			t.Fatalf("middleware answered %d, want %d", got, c.want)
+		}
+	}
+	fams, body = scrape(t, tel)
+	// unknown_kid: the direct Validate above and the middleware call.
+	wantReasons := map[string]float64{"missing": 1, "malformed": 1, "expired": 2, "unknown_kid": 2}
+	for _, r := range jwtauth.FailureReasons {
+		got := value(t, fams, "jwtauth_validation_failures_total", l("reason", r))
+		if got != wantReasons[r] {
+			t.Errorf("failures{reason=%q} = %v, want %v", r, got, wantReasons[r])
+		}
+	}
+	if n := len(fams["jwtauth_validation_failures_total"].GetMetric()); n != len(jwtauth.FailureReasons) {
+		t.Errorf("%d failure series, want exactly one per reason (%d)", n, len(jwtauth.FailureReasons))
+	}
+	if strings.Contains(body, "secret-ish") || strings.Contains(body, stranger2.KID) {
+		t.Error("caller input appears in /metrics")
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/certgen"
 	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/jwtauth"
 	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/service"
 	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/telemetry"
@@ -67,7 +68,12 @@ func (c config) validate() (wristband.Endpoints, []error) {
 	return ep, errs
 }
 
-func run(ctx context.Context, _ []string) error {
+func run(ctx context.Context, args []string) error {
+	if len(args) > 0 && args[0] == "certgen" {
+		// The compose TLS overlay's init step (deploy/compose/tls.yml):
+		// the scratch image has no openssl.
+		return certgen.Command(args[1:], os.Stdout)
+	}
 	var cfg config
 	log, errs := service.Load(&cfg, defaultAddr)
 	ep, verrs := cfg.validate()

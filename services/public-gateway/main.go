@@ -6,11 +6,13 @@ package main
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
 	"net/http"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -49,9 +51,15 @@ type config struct {
 	DownstreamAttemptTimeout time.Duration `envconfig:"DOWNSTREAM_ATTEMPT_TIMEOUT"`
 	// Pass protected-data's X-Served-By (replica name) on to callers: handy
 	// to watch load spreading, off by default because it names internal hosts.
-	ExposeServedBy bool          `envconfig:"EXPOSE_SERVED_BY"`
-	TokenTimeout   time.Duration `envconfig:"TOKEN_TIMEOUT" default:"10s"`
-	TokenMargin    time.Duration `envconfig:"TOKEN_MARGIN"`
+	ExposeServedBy bool `envconfig:"EXPOSE_SERVED_BY"`
+	// TLS to protected-data (https:// in PROTECTED_DATA_URL): the CA that
+	// signed its certificate (empty: the system roots), and the client
+	// certificate to present when it requires one (mTLS).
+	ProtectedDataCAFile         string        `envconfig:"PROTECTED_DATA_CA_FILE"`
+	ProtectedDataClientCertFile string        `envconfig:"PROTECTED_DATA_CLIENT_CERT_FILE"`
+	ProtectedDataClientKeyFile  string        `envconfig:"PROTECTED_DATA_CLIENT_KEY_FILE"`
+	TokenTimeout                time.Duration `envconfig:"TOKEN_TIMEOUT" default:"10s"`
+	TokenMargin                 time.Duration `envconfig:"TOKEN_MARGIN"`
 
 	// Scopes, audience, client authentication method: see tokens.go.
 	TokenEnv
@@ -62,7 +70,7 @@ func main() { service.Main("public-gateway", defaultAddr, run) }
 // validate reports every problem with the gateway's own settings at once,
 // each naming its variable, never its value. The secret is checked for
 // presence only.
-func (c config) validate() (wristband.Endpoints, m2m.Config, []error) {
+func (c config) validate(log *slog.Logger) (wristband.Endpoints, m2m.Config, *tls.Config, []error) {
 	var errs []error
 	ep, err := wristband.Source{VanityDomain: c.VanityDomain, EmulatorURL: c.EmulatorURL, TokenURL: c.TokenURL}.Resolve(wristband.NeedTokenURL)
 	if err != nil {
@@ -76,6 +84,8 @@ func (c config) validate() (wristband.Endpoints, m2m.Config, []error) {
 	if _, err := wristband.CheckURL(c.ProtectedDataURL); err != nil {
 		errs = append(errs, fmt.Errorf("PROTECTED_DATA_URL: %w", err))
 	}
+	tlsCfg, tlsErrs := c.downstreamTLS(log)
+	errs = append(errs, tlsErrs...)
 	// The server's write timeout (30s) must not cut an answer short.
 	downstreamOK := c.DownstreamTimeout > 0 && c.DownstreamTimeout <= maxDownstreamTimeout
 	if !downstreamOK {
@@ -92,7 +102,28 @@ func (c config) validate() (wristband.Endpoints, m2m.Config, []error) {
 	if c.TokenMargin < 0 {
 		errs = append(errs, errors.New("TOKEN_MARGIN: must not be negative (e.g. 1m; 0 for the default)"))
 	}
-	return ep, tc, errs
+	return ep, tc, tlsCfg, errs
+}
+
+// downstreamTLS is the TLS configuration for protected-data: nil for an
+// http:// URL. The certificate is checked against the URL's host name, not
+// the replica's IP that pkg/lb dials.
+func (c config) downstreamTLS(log *slog.Logger) (*tls.Config, []error) {
+	files := []string{c.ProtectedDataCAFile, c.ProtectedDataClientCertFile, c.ProtectedDataClientKeyFile}
+	if !strings.HasPrefix(strings.ToLower(c.ProtectedDataURL), "https://") {
+		if slices.ContainsFunc(files, func(f string) bool { return f != "" }) {
+			return nil, []error{errors.New("PROTECTED_DATA_CA_FILE, PROTECTED_DATA_CLIENT_CERT_FILE, PROTECTED_DATA_CLIENT_KEY_FILE: set, but PROTECTED_DATA_URL is not https:// (e.g. https://protected-data:6002)")}
+		}
+		return nil, nil
+	}
+	host := ""
+	if u, err := url.Parse(c.ProtectedDataURL); err == nil {
+		host = u.Hostname()
+	}
+	return service.ClientTLSConfig(log, host,
+		service.FileVar{Name: "PROTECTED_DATA_CA_FILE", Path: c.ProtectedDataCAFile},
+		service.FileVar{Name: "PROTECTED_DATA_CLIENT_CERT_FILE", Path: c.ProtectedDataClientCertFile},
+		service.FileVar{Name: "PROTECTED_DATA_CLIENT_KEY_FILE", Path: c.ProtectedDataClientKeyFile})
 }
 
 func run(ctx context.Context, args []string) error {
@@ -101,7 +132,7 @@ func run(ctx context.Context, args []string) error {
 	}
 	var cfg config
 	log, errs := service.Load(&cfg, defaultAddr)
-	ep, tc, verrs := cfg.validate()
+	ep, tc, downTLS, verrs := cfg.validate(log)
 	if err := errors.Join(append(errs, verrs...)...); err != nil {
 		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
@@ -128,7 +159,8 @@ func run(ctx context.Context, args []string) error {
 		slog.String("token_url", ep.TokenURL), slog.String("client_id", cfg.ClientID),
 		slog.String("token_auth_method", string(cmp.Or(tc.AuthMethod, m2m.ClientSecretBasic))),
 		slog.Any("token_scopes", tc.Scopes), slog.Any("token_params", slices.Sorted(maps.Keys(tc.EndpointParams))),
-		slog.String("protected_data_url", cfg.ProtectedDataURL))
+		slog.String("protected_data_url", cfg.ProtectedDataURL),
+		slog.Bool("protected_data_client_cert", cfg.ProtectedDataClientCertFile != ""))
 
 	// Client-side balancing over every address protected-data's name resolves
 	// to (compose --scale, Swarm dnsrr, a Kubernetes headless Service), with
@@ -136,7 +168,7 @@ func run(ctx context.Context, args []string) error {
 	// A killed container often sends no reset, only silence: a per-attempt
 	// bound under DOWNSTREAM_TIMEOUT leaves time to retry elsewhere.
 	attempt := cmp.Or(cfg.DownstreamAttemptTimeout, cfg.DownstreamTimeout/2)
-	tr, err := lb.NewTransport(lb.Config{Logger: log, AttemptTimeout: attempt})
+	tr, err := lb.NewTransport(lb.Config{Logger: log, AttemptTimeout: attempt, TLSClientConfig: downTLS})
 	if err != nil {
 		return fmt.Errorf("downstream transport: %w", err)
 	}

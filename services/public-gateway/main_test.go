@@ -21,7 +21,7 @@ func load(t *testing.T, env ...string) (config, []string) {
 	}
 	var cfg config
 	_, errs := service.Load(&cfg, defaultAddr)
-	_, _, verrs := cfg.validate()
+	_, _, _, verrs := cfg.validate(service.NewDiscardLogger())
 	var msgs []string
 	for _, e := range append(errs, verrs...) {
 		msgs = append(msgs, strings.Split(e.Error(), "\n")...) // a joined error: one line each
@@ -55,7 +55,7 @@ func TestValidateAcceptsAWorkingConfiguration(t *testing.T) {
 	if cfg.ListenAddr != defaultAddr || cfg.DownstreamTimeout != 5*time.Second || cfg.TokenTimeout != 10*time.Second {
 		t.Errorf("defaults: %+v", cfg)
 	}
-	ep, _, _ := cfg.validate()
+	ep, _, _, _ := cfg.validate(service.NewDiscardLogger())
 	if ep.TokenURL != "http://127.0.0.1:6003/api/v1/oauth2/token" {
 		t.Errorf("token URL %q", ep.TokenURL)
 	}
@@ -81,6 +81,10 @@ func TestValidateReportsEachMistakeOnce(t *testing.T) {
 		{"token timeout", append(ok, "TOKEN_TIMEOUT=0s"), []string{"TOKEN_TIMEOUT:"}},
 		{"unparsable token timeout, reported once", append(ok, "TOKEN_TIMEOUT=soon"), []string{"TOKEN_TIMEOUT: not a valid duration"}},
 		{"negative margin", append(ok, "TOKEN_MARGIN=-1s"), []string{"TOKEN_MARGIN:"}},
+		{"protected-data CA for an http URL", append(ok, "PROTECTED_DATA_CA_FILE=/tls/ca.crt"), []string{"PROTECTED_DATA_CA_FILE, PROTECTED_DATA_CLIENT_CERT_FILE, PROTECTED_DATA_CLIENT_KEY_FILE: set, but PROTECTED_DATA_URL is not https://"}},
+		{"missing protected-data CA file", append(ok, "PROTECTED_DATA_URL=https://protected-data:6002", "PROTECTED_DATA_CA_FILE=/nonexistent/ca.crt"), []string{"PROTECTED_DATA_CA_FILE: the file does not exist"}},
+		{"client certificate without its key", append(ok, "PROTECTED_DATA_URL=https://protected-data:6002", "PROTECTED_DATA_CLIENT_CERT_FILE=/nonexistent/tls.crt"), []string{"PROTECTED_DATA_CLIENT_KEY_FILE: required when PROTECTED_DATA_CLIENT_CERT_FILE is set"}},
+		{"protected-data TLS files and a bad URL", append(ok, "PROTECTED_DATA_URL=https://", "PROTECTED_DATA_CA_FILE=/nonexistent/ca.crt"), []string{"PROTECTED_DATA_URL:", "PROTECTED_DATA_CA_FILE: the file does not exist"}},
 		{"unreadable secret file, reported once", []string{"CLIENT_ID=c", "WRISTBAND_EMULATOR_URL=http://127.0.0.1:6003", "CLIENT_SECRET_FILE=/nonexistent"},
 			[]string{"CLIENT_SECRET_FILE: the file does not exist"}},
 	}

@@ -151,3 +151,34 @@ func TestJWKSCommand(t *testing.T) {
 		t.Errorf("JWK %v: want the public P-256 key, kid gw-1, ES256, use sig, no private part", k)
 	}
 }
+
+// Through the real loader: TokenEnv is read from the environment with the
+// rest, and each mistake is reported once, by name.
+func TestTokenSettingsThroughLoad(t *testing.T) {
+	ok := []string{"CLIENT_ID=c", "WRISTBAND_EMULATOR_URL=http://127.0.0.1:6003"}
+	key := writeFile(t, "key.pem", ecKeyPEM(t))
+	cases := []struct {
+		name string
+		env  []string
+		want []string // message prefixes, in order
+	}{
+		{"private_key_jwt needs no secret", append(ok, "TOKEN_AUTH_METHOD=private_key_jwt", "CLIENT_ASSERTION_KEY_FILE="+key), nil},
+		{"scopes and audience", append(ok, "CLIENT_SECRET=s", "TOKEN_SCOPES=a b", "TOKEN_AUDIENCE=https://api"), nil},
+		{"secret file", append(ok, "CLIENT_SECRET_FILE="+writeFile(t, "s", "s\n")), nil},
+		{"unreadable secret file reported once", append(ok, "CLIENT_SECRET_FILE=/nonexistent"), []string{"CLIENT_SECRET_FILE:"}},
+		{"credential in TOKEN_PARAMS", append(ok, "CLIENT_SECRET=s", "TOKEN_PARAMS=client_secret=s"), []string{"TOKEN_PARAMS: must not carry client_secret"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, msgs := load(t, tc.env...)
+			if len(msgs) != len(tc.want) {
+				t.Fatalf("errors %q, want %q", msgs, tc.want)
+			}
+			for i, w := range tc.want {
+				if !strings.HasPrefix(msgs[i], w) {
+					t.Errorf("error %q, want prefix %q", msgs[i], w)
+				}
+			}
+		})
+	}
+}

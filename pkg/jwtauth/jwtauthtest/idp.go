@@ -98,9 +98,13 @@ func (k *Key) JWK() map[string]any {
 	case *ecdsa.PublicKey:
 		m["kty"] = "EC"
 		m["crv"] = pub.Curve.Params().Name
-		size := (pub.Curve.Params().BitSize + 7) / 8
-		m["x"] = b64(pub.X.FillBytes(make([]byte, size)))
-		m["y"] = b64(pub.Y.FillBytes(make([]byte, size)))
+		raw, err := pub.Bytes() // 0x04 || X || Y, each coordinate padded to the curve size
+		if err != nil {
+			panic(fmt.Sprintf("encoding ec key: %v", err))
+		}
+		size := (len(raw) - 1) / 2
+		m["x"] = b64(raw[1 : 1+size])
+		m["y"] = b64(raw[1+size:])
 	}
 	return m
 }
