@@ -208,23 +208,40 @@ func TestMutualTLSBetweenGatewayAndProtectedData(t *testing.T) {
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
-		if !strings.Contains(s.gw.out.String(), "tls: reloaded the CA") || !strings.Contains(s.gw.out.String(), "tls: reloaded the client certificate") {
-			t.Error("the gateway did not log the reloads")
+		for _, line := range []string{"tls: reloaded the CA", "tls: reloaded the client certificate"} {
+			if !logShows(s.gw, line) {
+				t.Errorf("the gateway did not log %q", line)
+			}
 		}
 		s.pd, oldPD = oldPD, s.pd // the log checks below read the first one
 		t.Cleanup(func() { oldPD.stop(t) })
-		if !strings.Contains(s.pd.out.String(), "tls: reloaded the certificate") || !strings.Contains(s.pd.out.String(), "tls: reloaded the client CA") {
-			t.Error("protected-data did not log the reloads")
+		for _, line := range []string{"tls: reloaded the certificate", "tls: reloaded the client CA"} {
+			if !logShows(s.pd, line) {
+				t.Errorf("protected-data did not log %q", line)
+			}
 		}
 	})
-	if out := s.pd.out.String(); !strings.Contains(out, `tls=mutual`) || !strings.Contains(out, "client didn't provide a certificate") {
-		t.Errorf("protected-data's log does not show mTLS and the refusals:\n%s", out)
+	if !logShows(s.pd, "tls=mutual") || !logShows(s.pd, "client didn't provide a certificate") {
+		t.Errorf("protected-data's log does not show mTLS and the refusals:\n%s", s.pd.out.String())
 	}
 	for _, p := range []*proc{s.pd, s.gw} {
 		if strings.Contains(p.out.String(), clientSecret) || strings.Contains(p.out.String(), "PRIVATE KEY") {
 			t.Errorf("%s logged a secret", p.name)
 		}
 	}
+}
+
+// logShows waits a little for a line: a process's output reaches the test
+// through a pipe, after the answer that the line is about.
+func logShows(p *proc, substr string) bool {
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(p.out.String(), substr) {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return true
 }
 
 // TestTLSConfigErrorsAreReportedAtOnce: a service with bad TLS files exits

@@ -114,8 +114,14 @@ func Generate(o Options) (kept bool, err error) {
 	if err != nil {
 		return false, fmt.Errorf("certgen: %w", err)
 	}
+	// A name of its own: clients pick the certificate to send by the CA
+	// name the server asks for, so two CAs must never share one.
+	tag := make([]byte, 6)
+	if _, err := rand.Read(tag); err != nil {
+		return false, fmt.Errorf("certgen: %w", err)
+	}
 	caTmpl := &x509.Certificate{
-		Subject:               pkix.Name{CommonName: "wristband-m2m-go private CA " + now.UTC().Format("2006-01-02T15:04:05Z")},
+		Subject:               pkix.Name{CommonName: fmt.Sprintf("wristband-m2m-go private CA %s %x", now.UTC().Format("2006-01-02"), tag)},
 		NotBefore:             now.Add(-time.Hour), // clock skew between containers
 		NotAfter:              now.Add(o.Validity),
 		IsCA:                  true,
@@ -218,7 +224,8 @@ func writeAtomic(path string, data []byte, mode os.FileMode, o Options) error {
 		return fmt.Errorf("certgen: %w", err)
 	}
 	defer os.Remove(tmp.Name()) // after a successful rename: nothing to remove
-	if err := tmp.Chmod(mode); err == nil {
+	err = tmp.Chmod(mode)
+	if err == nil {
 		_, err = tmp.Write(data)
 	}
 	if cerr := tmp.Close(); err == nil {

@@ -325,7 +325,9 @@ func Serve(ctx context.Context, log *slog.Logger, e *echo.Echo, b Base) error {
 	if b.tls != nil {
 		// ServeTLS adds h2 and http/1.1 to ALPN; the certificate comes
 		// from GetCertificate, hence no file names here.
-		srv.TLSConfig = b.tls.config(log)
+		// ServeTLS sets up HTTP/2 (TLSNextProto["h2"]) before any
+		// connection is accepted, so reading it at a handshake is safe.
+		srv.TLSConfig = b.tls.config(log, func() bool { _, ok := srv.TLSNextProto["h2"]; return ok })
 		tlsMode = "on"
 		if b.tls.clientCA != nil {
 			tlsMode = "mutual"

@@ -266,36 +266,59 @@ func (b *Base) loadServerTLS() (*serverTLS, []error) {
 // `healthcheck` subcommand (same container, same files) can reach /healthz.
 // Presenting a certificate takes its private key (the handshake signs with
 // it), so this admits only who already holds the server's key.
-func (s *serverTLS) config(log *slog.Logger) *tls.Config {
+func (s *serverTLS) config(log *slog.Logger, h2 func() bool) *tls.Config {
 	s.cert.log = log
 	cfg := &tls.Config{
 		MinVersion:     tls.VersionTLS12,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.cert.get(), nil },
 	}
-	if s.clientCA != nil {
-		s.clientCA.log = log
-		cfg.ClientAuth = tls.RequireAnyClientCert
-		// The CA names tell clients which of their certificates to send.
-		cfg.ClientCAs = s.clientCA.get()
-		cfg.VerifyPeerCertificate = s.verifyClient
+	if s.clientCA == nil {
+		return cfg
+	}
+	s.clientCA.log = log
+	cfg.ClientAuth = tls.RequireAnyClientCert
+	cfg.VerifyConnection = s.verifyClient
+	// The CA's name in the certificate request tells clients which of their
+	// certificates to send (Go's client sends none that does not match), so
+	// it must follow a rotated CA file: one config per CA pool, rebuilt
+	// only when the pool changes.
+	var cur struct {
+		sync.Mutex
+		pool *x509.CertPool
+		cfg  *tls.Config
+	}
+	cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		pool := s.clientCA.get()
+		cur.Lock()
+		defer cur.Unlock()
+		if cur.pool != pool {
+			c := cfg.Clone()
+			c.GetConfigForClient = nil
+			c.ClientCAs = pool
+			// What ServeTLS offers in its own copy of cfg, which this
+			// config replaces: h2 unless the server has it off
+			// (GODEBUG=http2server=0), and HTTP/1.1.
+			c.NextProtos = []string{"http/1.1"}
+			if h2() {
+				c.NextProtos = []string{"h2", "http/1.1"}
+			}
+			cur.pool, cur.cfg = pool, c
+		}
+		return cur.cfg, nil
 	}
 	return cfg
 }
 
-func (s *serverTLS) verifyClient(raw [][]byte, _ [][]*x509.Certificate) error {
-	if len(raw) == 0 {
+// verifyClient runs in VerifyConnection, which crypto/tls calls on resumed
+// sessions too: a client whose CA was rotated out cannot come back on an
+// old session ticket.
+func (s *serverTLS) verifyClient(cs tls.ConnectionState) error {
+	certs := cs.PeerCertificates
+	if len(certs) == 0 {
 		return errors.New("tls: a client certificate is required")
 	}
-	if own := s.cert.get(); bytes.Equal(raw[0], own.Certificate[0]) {
+	if own := s.cert.get(); bytes.Equal(certs[0].Raw, own.Certificate[0]) {
 		return nil
-	}
-	certs := make([]*x509.Certificate, len(raw))
-	for i, b := range raw {
-		c, err := x509.ParseCertificate(b)
-		if err != nil {
-			return fmt.Errorf("tls: client certificate: %w", err)
-		}
-		certs[i] = c
 	}
 	inter := x509.NewCertPool()
 	for _, c := range certs[1:] {

@@ -134,6 +134,9 @@ func serveTLS(t *testing.T, cert, key, ca string) (addr string, logs *syncBuf) {
 		if cs == nil || len(cs.PeerCertificates) == 0 {
 			return c.String(200, "no client certificate")
 		}
+		if c.Request().ProtoMajor != 2 { // ALPN must offer h2 with mTLS too
+			return c.String(200, "not HTTP/2")
+		}
 		return c.String(200, cs.PeerCertificates[0].Subject.CommonName+" "+tls.VersionName(cs.Version))
 	})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -231,6 +234,14 @@ func TestServeMutualTLS(t *testing.T) {
 	}
 	if got, err := body(t, tlsClient(t, ca, p.client, tls.VersionTLS12), url); err != nil || got != "test-client TLS 1.2" {
 		t.Errorf("TLS 1.2 client: %q, %v", got, err)
+	}
+	h1 := tlsClient(t, ca, p.client, 0)
+	h1tr := h1.Transport.(*http.Transport)
+	h1tr.ForceAttemptHTTP2 = false
+	h1tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{} // no h2
+	h1tr.TLSClientConfig.NextProtos = []string{"http/1.1"}
+	if got, err := body(t, h1, url); err != nil || got != "not HTTP/2" {
+		t.Errorf("an HTTP/1.1-only client: %q, %v", got, err)
 	}
 	if _, err := body(t, tlsClient(t, ca, p.client, tls.VersionTLS11), url); err == nil {
 		t.Error("a TLS 1.1 client was served")
