@@ -576,7 +576,7 @@ func tokenHeader(t testing.TB, tok string) map[string]any {
 
 // commonEnv: JSON logs at debug (the strictest for the no-secret checks),
 // no admin listener (several processes share the host).
-var commonEnv = []string{"LOG_FORMAT=json", "LOG_LEVEL=debug", "METRICS_ADDR="}
+var commonEnv = []string{"LOG_FORMAT=json", "LOG_LEVEL=debug", "METRICS_ADDR=", "LOG_FLUSH_INTERVAL=0"}
 
 type service struct {
 	*proc

@@ -88,7 +88,7 @@ func start(t testing.TB, svc string, env ...string) *proc {
 	t.Helper()
 	p := &proc{name: svc, out: &logBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(filepath.Join(binDir, svc))
-	p.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "LOG_FORMAT=text", "LOG_LEVEL=debug", "METRICS_ADDR="}, env...)
+	p.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "LOG_FORMAT=text", "LOG_LEVEL=debug", "METRICS_ADDR=", "LOG_FLUSH_INTERVAL=0"}, env...)
 	p.cmd.Stdout = p.out
 	p.cmd.Stderr = p.out
 	if err := p.cmd.Start(); err != nil {
