@@ -117,7 +117,9 @@ func (g *Gateway) public(c echo.Context) error {
 			errors.New(http.StatusText(resp.StatusCode())), c.Response().Header().Get(service.HeaderRequestID))
 		return service.JSONError(c, http.StatusBadGateway, "bad_gateway", "protected-data refused the gateway's credentials")
 	case http.StatusServiceUnavailable:
-		c.Response().Header().Set("Retry-After", "1")
+		// protected-data's Retry-After says when its next JWKS fetch is due;
+		// "1" would have callers come back dozens of times before it.
+		c.Response().Header().Set("Retry-After", strconv.Itoa(downstreamRetryAfter(resp.Header().Get("Retry-After"))))
 		return service.JSONError(c, http.StatusServiceUnavailable, "temporarily_unavailable", "protected-data is not ready")
 	default:
 		return service.JSONError(c, http.StatusBadGateway, "bad_gateway", "protected-data answered "+http.StatusText(resp.StatusCode()))
@@ -127,6 +129,16 @@ func (g *Gateway) public(c echo.Context) error {
 		return service.JSONError(c, http.StatusBadGateway, "bad_gateway", "protected-data answered an unexpected body")
 	}
 	return c.JSON(http.StatusOK, PublicResponse{PublicData: "hello world", ProtectedData: *body.ProtectedData})
+}
+
+// downstreamRetryAfter is protected-data's Retry-After in whole seconds,
+// within [1, 60]; 1 when absent or not delay-seconds.
+func downstreamRetryAfter(v string) int {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		return 1
+	}
+	return min(n, 60)
 }
 
 // protected forwards the caller's own credentials so that the reference

@@ -93,14 +93,17 @@ func TestPublicRoute(t *testing.T) {
 		status     int
 		body       string // substring
 		retryAfter bool
+		ra         string // the Retry-After value, when it is known
 	}{
-		{"success", ok, false, 200, `{"publicData":"hello world","protectedData":"here I am"}`, false},
-		{"no token obtainable", ok, true, 503, `"error":"temporarily_unavailable"`, true},
-		{"downstream 500", answer(500, `{}`), false, 502, `"error":"bad_gateway"`, false},
-		{"downstream not ready", answer(503, `{}`), false, 503, `"error":"temporarily_unavailable"`, true},
-		{"downstream 403", answer(403, `{}`), false, 502, `refused the gateway's credentials`, false},
-		{"downstream body not JSON", answer(200, `here I am`), false, 502, `unexpected body`, false},
-		{"downstream body lacks the field", answer(200, `{"other":1}`), false, 502, `unexpected body`, false},
+		{"success", ok, false, 200, `{"publicData":"hello world","protectedData":"here I am"}`, false, ""},
+		{"no token obtainable", ok, true, 503, `"error":"temporarily_unavailable"`, true, ""},
+		{"downstream 500", answer(500, `{}`), false, 502, `"error":"bad_gateway"`, false, ""},
+		{"downstream not ready", answer(503, `{}`), false, 503, `"error":"temporarily_unavailable"`, true, "1"},
+		{"downstream not ready, its Retry-After passed on", answer(503, `{}`, "Retry-After", "7"), false, 503, `"error":"temporarily_unavailable"`, true, "7"},
+		{"downstream not ready, a bogus Retry-After bounded", answer(503, `{}`, "Retry-After", "86400"), false, 503, `"error":"temporarily_unavailable"`, true, "60"},
+		{"downstream 403", answer(403, `{}`), false, 502, `refused the gateway's credentials`, false, ""},
+		{"downstream body not JSON", answer(200, `here I am`), false, 502, `unexpected body`, false, ""},
+		{"downstream body lacks the field", answer(200, `{"other":1}`), false, 502, `unexpected body`, false, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -111,6 +114,9 @@ func TestPublicRoute(t *testing.T) {
 			}
 			if tc.retryAfter != (rec.Header().Get("Retry-After") != "") {
 				t.Errorf("Retry-After %q", rec.Header().Get("Retry-After"))
+			}
+			if got := rec.Header().Get("Retry-After"); tc.ra != "" && got != tc.ra {
+				t.Errorf("Retry-After %q, want %q", got, tc.ra)
 			}
 			if sb := rec.Header().Get(service.HeaderServedBy); sb != "" {
 				t.Errorf("X-Served-By %q leaked without ExposeServedBy", sb)
