@@ -132,13 +132,14 @@ func (g *Gateway) public(c echo.Context) error {
 }
 
 // downstreamRetryAfter is protected-data's Retry-After in whole seconds,
-// within [1, 60]; 1 when absent or not delay-seconds.
+// within [1, 30] (the longest the gateway itself asks for); 1 when absent
+// or not delay-seconds.
 func downstreamRetryAfter(v string) int {
 	n, err := strconv.Atoi(v)
 	if err != nil || n < 1 {
 		return 1
 	}
-	return min(n, 60)
+	return min(n, 30)
 }
 
 // protected forwards the caller's own credentials so that the reference

@@ -100,7 +100,7 @@ func TestPublicRoute(t *testing.T) {
 		{"downstream 500", answer(500, `{}`), false, 502, `"error":"bad_gateway"`, false, ""},
 		{"downstream not ready", answer(503, `{}`), false, 503, `"error":"temporarily_unavailable"`, true, "1"},
 		{"downstream not ready, its Retry-After passed on", answer(503, `{}`, "Retry-After", "7"), false, 503, `"error":"temporarily_unavailable"`, true, "7"},
-		{"downstream not ready, a bogus Retry-After bounded", answer(503, `{}`, "Retry-After", "86400"), false, 503, `"error":"temporarily_unavailable"`, true, "60"},
+		{"downstream not ready, a bogus Retry-After bounded", answer(503, `{}`, "Retry-After", "86400"), false, 503, `"error":"temporarily_unavailable"`, true, "30"},
 		{"downstream 403", answer(403, `{}`), false, 502, `refused the gateway's credentials`, false, ""},
 		{"downstream body not JSON", answer(200, `here I am`), false, 502, `unexpected body`, false, ""},
 		{"downstream body lacks the field", answer(200, `{"other":1}`), false, 502, `unexpected body`, false, ""},
