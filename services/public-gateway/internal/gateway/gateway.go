@@ -68,6 +68,11 @@ func New(cfg Config) *Gateway {
 			SetLogger(discardLogger{}).
 			SetDisableWarn(true).
 			SetResponseBodyLimit(maxDownstreamBody).
+			// A redirect is answered, never followed: Go would resend the
+			// Authorization header (our token, or the caller's) to any port
+			// of the same host and to its subdomains, and every new host
+			// would get a pool in pkg/lb, re-resolved for ever.
+			SetRedirectPolicy(resty.RedirectPolicyFunc(func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse })).
 			SetHeader("Accept", "application/json").
 			SetHeader("User-Agent", "wristband-m2m-go/public-gateway")
 		return c

@@ -282,3 +282,29 @@ func TestCallerHangingUpIs499(t *testing.T) {
 		}
 	}
 }
+
+// A redirect from protected-data is not followed: the gateway's token (or
+// the caller's, on the forwarding route) would otherwise go to wherever it
+// points on the same host.
+func TestDownstreamRedirectIsNotFollowed(t *testing.T) {
+	var elsewhere atomic.Int32
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		elsewhere.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"protectedData":"from elsewhere"}`))
+	}))
+	t.Cleanup(other.Close)
+	pd := httptest.NewServer(http.RedirectHandler(other.URL+ProtectedPath, http.StatusTemporaryRedirect))
+	t.Cleanup(pd.Close)
+	tokenURL, _ := countingTokenEndpoint(t)
+	e := gatewayAt(t, pd.URL, tokenURL, 2*time.Second)
+	if rec := call(e, PublicPath); rec.Code != http.StatusBadGateway {
+		t.Errorf("public: got %d %s, want 502", rec.Code, rec.Body)
+	}
+	if rec := call(e, ProtectedPath, "Bearer caller-token"); rec.Code != http.StatusTemporaryRedirect || rec.Header().Get("Location") != "" {
+		t.Errorf("protected: got %d Location %q, want protected-data's 307 passed on without its Location", rec.Code, rec.Header().Get("Location"))
+	}
+	if n := elsewhere.Load(); n != 0 {
+		t.Errorf("the redirect target got %d request(s), with a bearer token", n)
+	}
+}
