@@ -109,7 +109,7 @@ func (c Config) normalize() (Config, error) {
 	} else if u, err := url.Parse(c.JWKSURL); err != nil {
 		bad("jwks url: %w", err)
 	} else if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		bad("jwks url %q: want an absolute http or https url", c.JWKSURL)
+		bad("jwks url %q: want an absolute http or https url", u.Redacted())
 	}
 	if c.Issuer == "" {
 		bad("issuer is required")
@@ -136,7 +136,7 @@ func (c Config) normalize() (Config, error) {
 		bad("leeway %s is more than %s", c.Leeway, MaxLeeway)
 	}
 	if strings.ContainsFunc(c.TokenType, isCtl) || strings.ContainsAny(c.TokenType, `"\`) {
-		bad("token type %q has a quote, backslash or control character", c.TokenType)
+		bad("token type: has a quote, backslash or control character (e.g. at+jwt)")
 	}
 	switch {
 	case c.MaxTokenBytes == 0:

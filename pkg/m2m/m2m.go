@@ -49,7 +49,7 @@ type Config struct {
 	TokenURL     string        // required: the OAuth 2.0 token endpoint
 	ClientID     string        // required
 	ClientSecret string        // client_secret_basic/post; never logged or put in errors
-	HTTPClient   *http.Client  // nil: a client with a 10 s timeout; redirects are refused either way
+	HTTPClient   *http.Client  // nil: a client of the source's own, timing out after RequestTimeout; redirects are refused either way
 	Margin       time.Duration // 0: DefaultMargin (30 s); see the package doc
 	Logger       *slog.Logger  // nil: discard
 
@@ -251,7 +251,9 @@ func New(cfg Config) (*TokenSource, error) {
 	if cfg.HTTPClient == nil {
 		// Its own transport, so Close can drop its idle connections without
 		// touching anyone else's.
-		s.httpClient = &http.Client{Timeout: DefaultRequestTimeout, Transport: http.DefaultTransport.(*http.Transport).Clone()}
+		// Its timeout is RequestTimeout's: a fixed one would cut a longer
+		// RequestTimeout short.
+		s.httpClient = &http.Client{Timeout: s.requestTimeout, Transport: http.DefaultTransport.(*http.Transport).Clone()}
 		s.ownClient = true
 	} else {
 		// A copy: the caller's client keeps its own redirect policy.

@@ -880,8 +880,25 @@ func TestDefaultHTTPClientAndRequestTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if s.httpClient.Timeout != DefaultRequestTimeout {
-		t.Errorf("default client timeout %s", s.httpClient.Timeout)
+	if s.httpClient.Timeout != 50*time.Millisecond {
+		t.Errorf("own client timeout %s, want RequestTimeout", s.httpClient.Timeout)
+	}
+	// A RequestTimeout above the default is not cut short by the client's.
+	long, err := New(Config{TokenURL: p.srv.URL, ClientID: testClientID, ClientSecret: testClientSecret, RequestTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer long.Close()
+	if long.httpClient.Timeout != time.Minute {
+		t.Errorf("own client timeout %s with RequestTimeout 1m", long.httpClient.Timeout)
+	}
+	def, err := New(Config{TokenURL: p.srv.URL, ClientID: testClientID, ClientSecret: testClientSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer def.Close()
+	if def.httpClient.Timeout != DefaultRequestTimeout {
+		t.Errorf("default client timeout %s", def.httpClient.Timeout)
 	}
 	// The per-request timeout ends a hung request even for a caller without
 	// a deadline; the failure is recorded and retried after backoff.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -257,7 +258,7 @@ func (v envVar) load(names map[string]bool) error {
 		}
 		raw = def
 	}
-	if convert(v.field, raw) == nil {
+	if convert(v.field, raw) == nil && finite(v.field) {
 		return nil
 	}
 	// The default (or the zero value) stands in, so that the service's own
@@ -266,7 +267,7 @@ func (v envVar) load(names map[string]bool) error {
 	_ = convert(v.field, def)
 	if list {
 		for i, item := range strings.Split(raw, ",") {
-			if convert(reflect.New(t.Elem()).Elem(), item) != nil {
+			if e := reflect.New(t.Elem()).Elem(); convert(e, item) != nil || !finite(e) {
 				return &VarError{Name: name, Err: fmt.Errorf("item %d: %w", i+1, problem(t.Elem(), ""))}
 			}
 		}
@@ -289,6 +290,26 @@ func convert(field reflect.Value, raw string) error {
 	}
 	field.Set(one.Elem().Field(0))
 	return nil
+}
+
+// finite refuses the NaN and Inf that strconv.ParseFloat (and so envconfig)
+// accepts: no rate, ratio or timeout setting means them, and NaN passes
+// every range check (NaN < 0 and NaN > 0 are both false).
+func finite(v reflect.Value) bool {
+	switch v.Kind() {
+	case reflect.Float32, reflect.Float64:
+		f := v.Float()
+		return !math.IsNaN(f) && !math.IsInf(f, 0)
+	case reflect.Slice, reflect.Array:
+		for i := range v.Len() {
+			if !finite(v.Index(i)) {
+				return false
+			}
+		}
+	case reflect.Pointer:
+		return v.IsNil() || finite(v.Elem())
+	}
+	return true
 }
 
 // trimItems trims the spaces around a list's items and drops empty ones

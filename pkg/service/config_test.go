@@ -250,3 +250,34 @@ func TestLoadDefaults(t *testing.T) {
 		t.Errorf("bad LISTEN_ADDR: %v", errs)
 	}
 }
+
+// strconv.ParseFloat takes NaN and Inf; a setting never means them, and NaN
+// slips through every range check a service makes (TOKEN_RATE_PER_CLIENT=NaN
+// turned the emulator's rate limit off without a word).
+func TestLoadEnvRefusesNaNAndInf(t *testing.T) {
+	var spec struct {
+		A float64   `envconfig:"SVC_TEST_A" default:"20"`
+		B float64   `envconfig:"SVC_TEST_B"`
+		C []float64 `envconfig:"SVC_TEST_C"`
+		D float64   `envconfig:"SVC_TEST_D"`
+	}
+	t.Setenv("SVC_TEST_A", "NaN")
+	t.Setenv("SVC_TEST_B", "+Inf")
+	t.Setenv("SVC_TEST_C", "1,-inf")
+	t.Setenv("SVC_TEST_D", "2.5")
+	var got []string
+	for _, e := range LoadEnv(&spec) {
+		got = append(got, e.Error())
+	}
+	want := []string{
+		"SVC_TEST_A: not a number (e.g. 20)",
+		"SVC_TEST_B: not a number (e.g. 0.5)",
+		"SVC_TEST_C: item 2: not a number (e.g. 0.5)",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("errors\n%q\nwant\n%q", got, want)
+	}
+	if spec.A != 20 || spec.B != 0 || spec.C != nil || spec.D != 2.5 {
+		t.Errorf("got %+v, want the defaults (or zero) for the bad ones and 2.5", spec)
+	}
+}

@@ -15,6 +15,10 @@ import (
 // few dozen.
 const defaultMaxConnections = 1024
 
+// defaultNewGrace is how long a connection may stay without a complete
+// request header before it may give its slot to a new one at the cap.
+const defaultNewGrace = time.Second
+
 // limitListener caps the connections open at once, so that a flood of
 // connections costs bounded memory (each holds a goroutine and buffers).
 //
@@ -22,6 +26,12 @@ const defaultMaxConnections = 1024
 // been idle longest (a keep-alive connection between two requests, which its
 // client reopens if it needs it), as nginx does with its reusable
 // connections. So a flood of idle connections cannot lock out health checks.
+// Failing an idle one, it takes the place of the connection that has sent
+// no complete request header for longest, once that is newGrace old: a
+// client sends its request right after connecting, so such a connection is
+// on a very slow network or holding a slot on purpose (slowloris), and
+// without this, silent connections would lock everyone out until
+// ReadHeaderTimeout and again as soon as they reconnect.
 // When every connection is busy, Accept waits for one to finish or go idle,
 // and further connections wait in the kernel's accept backlog: the service
 // is saturated, and waiting is better than answering nobody.
@@ -38,8 +48,11 @@ type limitListener struct {
 	once    sync.Once
 	waiting atomic.Int32 // Accepts waiting for a slot (tests)
 
-	mu   sync.Mutex
-	idle map[*limitConn]time.Time // idle since
+	newGrace time.Duration // see defaultNewGrace
+
+	mu    sync.Mutex
+	idle  map[*limitConn]time.Time // idle since
+	fresh map[*limitConn]time.Time // open since, no complete request header yet
 }
 
 func newLimitListener(l net.Listener, max int) *limitListener {
@@ -50,6 +63,8 @@ func newLimitListener(l net.Listener, max int) *limitListener {
 		idleNow:  make(chan struct{}, 1),
 		done:     make(chan struct{}),
 		idle:     make(map[*limitConn]time.Time),
+		fresh:    make(map[*limitConn]time.Time),
+		newGrace: defaultNewGrace,
 	}
 }
 
@@ -72,15 +87,27 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			return &limitConn{Conn: c, l: l}, nil
 		default:
 		}
-		l.closeOldestIdle() // frees its slot at once, if there was one
+		// Frees its slot at once, if there was one to close; otherwise
+		// says when a silent connection becomes closable.
+		retry := l.closeOne(time.Now())
+		var timeout <-chan time.Time
+		stop := func() bool { return false }
+		if retry > 0 {
+			t := time.NewTimer(retry)
+			timeout, stop = t.C, t.Stop
+		}
 		select {
 		case l.slots <- struct{}{}:
+			stop()
 			return &limitConn{Conn: c, l: l}, nil
 		case <-l.idleNow:
+		case <-timeout:
 		case <-l.done:
+			stop()
 			_ = c.Close()
 			return nil, net.ErrClosed
 		}
+		stop()
 	}
 }
 
@@ -100,10 +127,16 @@ func (l *limitListener) connState(c net.Conn, st http.ConnState) {
 		return
 	}
 	l.mu.Lock()
-	if st == http.StateIdle {
+	// StateNew lasts until the first request header is complete: a
+	// connection that sends a partial header stays in it (and one that
+	// does so between keep-alive requests stays idle).
+	delete(l.idle, lc)
+	delete(l.fresh, lc)
+	switch st {
+	case http.StateIdle:
 		l.idle[lc] = time.Now()
-	} else {
-		delete(l.idle, lc)
+	case http.StateNew:
+		l.fresh[lc] = time.Now()
 	}
 	l.mu.Unlock()
 	if st == http.StateIdle {
@@ -114,22 +147,40 @@ func (l *limitListener) connState(c net.Conn, st http.ConnState) {
 	}
 }
 
-// closeOldestIdle closes the connection idle longest, if any. Its slot is
-// freed by Close.
-func (l *limitListener) closeOldestIdle() {
+// closeOne closes the connection idle longest or, if none is idle, the one
+// silent longest if it has been so for newGrace. Its slot is freed by
+// Close. When nothing could be closed, it returns how long until the
+// oldest silent connection may be (0: none is open).
+func (l *limitListener) closeOne(now time.Time) time.Duration {
 	l.mu.Lock()
-	var oldest *limitConn
-	var since time.Time
-	for c, t := range l.idle {
-		if oldest == nil || t.Before(since) {
-			oldest, since = c, t
+	victim, _ := oldest(l.idle)
+	retry := time.Duration(0)
+	if victim == nil {
+		c, since := oldest(l.fresh)
+		if age := now.Sub(since); c != nil && age >= l.newGrace {
+			victim = c
+		} else if c != nil {
+			retry = l.newGrace - age
 		}
 	}
-	delete(l.idle, oldest)
+	delete(l.idle, victim)
+	delete(l.fresh, victim)
 	l.mu.Unlock()
-	if oldest != nil {
-		_ = oldest.Close()
+	if victim != nil {
+		_ = victim.Close()
 	}
+	return retry
+}
+
+func oldest(m map[*limitConn]time.Time) (*limitConn, time.Time) {
+	var o *limitConn
+	var since time.Time
+	for c, t := range m {
+		if o == nil || t.Before(since) {
+			o, since = c, t
+		}
+	}
+	return o, since
 }
 
 type limitConn struct {
@@ -143,6 +194,7 @@ func (c *limitConn) Close() error {
 	c.once.Do(func() {
 		c.l.mu.Lock()
 		delete(c.l.idle, c)
+		delete(c.l.fresh, c)
 		c.l.mu.Unlock()
 		<-c.l.slots
 	})

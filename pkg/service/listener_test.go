@@ -176,3 +176,53 @@ func TestCloseEndsAnAcceptWaitingForASlot(t *testing.T) {
 		t.Errorf("%d slots held after every connection closed", n)
 	}
 }
+
+// Connections that never send a request (slowloris, or a flood of plain TCP
+// connects) must not hold every slot until a header timeout: at the cap, the
+// one silent longest gives way once it has been silent for newGrace. The
+// server here has no ReadHeaderTimeout, so without that rule the health
+// check below would wait for ever (the client's timeout fails the test).
+func TestConnectionCapReplacesASilentConnection(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := newLimitListener(inner, 2)
+	ln.newGrace = 50 * time.Millisecond // exercises the wait for the grace too
+	srv := &http.Server{Handler: http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}), ConnState: ln.connState}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		_ = srv.Close()
+		if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	var silent []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", inner.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		silent = append(silent, c)
+	}
+	// The second sends half a header: still no complete request.
+	if _, err := silent[1].Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, "two silent connections", func() bool { ln.mu.Lock(); defer ln.mu.Unlock(); return len(ln.fresh) == 2 })
+
+	c := newClient(t)
+	c.Timeout = 15 * time.Second
+	getVia(t, c, "http://"+inner.Addr().String())
+
+	// The one silent longest was closed to make room.
+	_ = silent[0].SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := silent[0].Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Errorf("oldest silent connection: read %v, want EOF (closed by the server)", err)
+	}
+	if n := len(ln.slots); n > 2 {
+		t.Errorf("%d connections open, cap 2", n)
+	}
+}

@@ -42,6 +42,7 @@ type LogWriter struct {
 	kick    chan struct{} // buffer reached flushSize, or Flush asked
 	flushed chan struct{} // closed and replaced after each written batch
 	stop    chan struct{}
+	stopped sync.Once // closes stop: Close may run more than once, concurrently
 	done    chan struct{}
 
 	waits, lostLines, batches atomic.Uint64
@@ -220,7 +221,8 @@ func (l *LogWriter) Flush() {
 }
 
 // Close writes what is waiting, ends the goroutine and returns the first
-// write error, if any. Later Writes go straight to the destination.
+// write error, if any. Later Writes go straight to the destination. It may
+// be called more than once, also concurrently.
 func (l *LogWriter) Close() error {
 	l.mu.Lock()
 	if l.closed {
@@ -229,11 +231,16 @@ func (l *LogWriter) Close() error {
 		return err
 	}
 	l.mu.Unlock()
-	close(l.stop)
+	l.stopped.Do(func() { close(l.stop) })
 	<-l.done
 	// Lines written after the goroutine's last batch go out here, under the
 	// lock, before any Write that finds the writer closed.
 	l.mu.Lock()
+	if l.closed { // a concurrent Close got here first
+		err := l.err
+		l.mu.Unlock()
+		return err
+	}
 	l.closed = true
 	if rest := l.buf; len(rest) > 0 {
 		l.buf = nil

@@ -240,3 +240,40 @@ func TestLogFlushIntervalSetting(t *testing.T) {
 		}
 	}
 }
+
+// Two Close calls at once (say, a signal handler and the normal exit path)
+// must not close the stop channel twice.
+func TestLogWriterConcurrentClose(t *testing.T) {
+	s := &sink{gate: make(chan struct{}), wrote: make(chan struct{}, 4)}
+	tick, stop := manual()
+	l := newLogWriter(s, tick, stop, 1<<10, 1<<12)
+	_, _ = l.Write([]byte("line\n"))
+	errs := make(chan error, 2)
+	go func() { errs <- l.Close() }()
+	// The first Close's final batch is stuck in the destination: the
+	// second Close comes while the first is still waiting for it.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		l.mu.Lock()
+		pending := l.pending
+		l.mu.Unlock()
+		if pending > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the final batch never reached the destination")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	go func() { errs <- l.Close() }()
+	time.Sleep(10 * time.Millisecond) // let the second Close reach the stop channel
+	close(s.gate)
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := s.String(); got != "line\n" {
+		t.Fatalf("destination got %q", got)
+	}
+}

@@ -62,6 +62,10 @@ func (c config) validate() (wristband.Endpoints, []error) {
 	if c.Leeway > jwtauth.MaxLeeway {
 		errs = append(errs, fmt.Errorf("CLOCK_LEEWAY: more than %s, which would lengthen every token's life rather than absorb clock skew (e.g. 30s; a negative value means none)", jwtauth.MaxLeeway))
 	}
+	// jwtauth refuses these too, but in its own words, quoting the value.
+	if strings.ContainsFunc(c.TokenType, func(r rune) bool { return r < 0x20 || r == 0x7f || r == '"' || r == '\\' }) {
+		errs = append(errs, errors.New("REQUIRE_TOKEN_TYPE: a media type without quotes, backslashes or control characters (e.g. at+jwt)"))
+	}
 	if c.RefreshCooldown <= 0 {
 		errs = append(errs, errors.New("JWKS_REFRESH_COOLDOWN: must be a positive duration (e.g. 5s)"))
 	}

@@ -58,6 +58,8 @@ func TestValidateReportsEachMistakeOnce(t *testing.T) {
 		{"no leeway at all is allowed", []string{"WRISTBAND_EMULATOR_URL=http://127.0.0.1:6003", "CLOCK_LEEWAY=-1s"}, nil},
 		{"several algorithms, one bad", []string{"WRISTBAND_EMULATOR_URL=http://127.0.0.1:6003", "ALGORITHMS=RS256, ES256,none"},
 			[]string{"ALGORITHMS:"}},
+		{"token type with a quote", []string{"WRISTBAND_EMULATOR_URL=http://127.0.0.1:6003", `REQUIRE_TOKEN_TYPE=at"HS256`},
+			[]string{"REQUIRE_TOKEN_TYPE:"}},
 		{"bad vanity domain only", []string{"APPLICATION_VANITY_DOMAIN=acme.dev/x"}, []string{"APPLICATION_VANITY_DOMAIN:"}},
 	}
 	for _, tc := range cases {

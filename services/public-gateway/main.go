@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"net/http"
 	"net/url"
 	"os"
 	"slices"
@@ -144,7 +143,8 @@ func run(ctx context.Context, args []string) error {
 	log = tel.Logger(log)
 
 	tc.TokenURL, tc.ClientID = ep.TokenURL, cfg.ClientID
-	tc.HTTPClient = &http.Client{Timeout: cfg.TokenTimeout}
+	// No HTTPClient: the source's own, timing out after TOKEN_TIMEOUT, on
+	// a transport of its own that Close releases.
 	tc.RequestTimeout, tc.Margin, tc.Logger = cfg.TokenTimeout, cfg.TokenMargin, log
 	tokens, err := m2m.New(tc)
 	if err != nil {

@@ -68,6 +68,11 @@ func New(cfg Config) *Gateway {
 			SetLogger(discardLogger{}).
 			SetDisableWarn(true).
 			SetResponseBodyLimit(maxDownstreamBody).
+			// A redirect is answered, never followed: Go would resend the
+			// Authorization header (our token, or the caller's) to any port
+			// of the same host and to its subdomains, and every new host
+			// would get a pool in pkg/lb, re-resolved for ever.
+			SetRedirectPolicy(resty.RedirectPolicyFunc(func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse })).
 			SetHeader("Accept", "application/json").
 			SetHeader("User-Agent", "wristband-m2m-go/public-gateway")
 		return c
@@ -117,7 +122,9 @@ func (g *Gateway) public(c echo.Context) error {
 			errors.New(http.StatusText(resp.StatusCode())), c.Response().Header().Get(service.HeaderRequestID))
 		return service.JSONError(c, http.StatusBadGateway, "bad_gateway", "protected-data refused the gateway's credentials")
 	case http.StatusServiceUnavailable:
-		c.Response().Header().Set("Retry-After", "1")
+		// protected-data's Retry-After says when its next JWKS fetch is due;
+		// "1" would have callers come back dozens of times before it.
+		c.Response().Header().Set("Retry-After", strconv.Itoa(downstreamRetryAfter(resp.Header().Get("Retry-After"))))
 		return service.JSONError(c, http.StatusServiceUnavailable, "temporarily_unavailable", "protected-data is not ready")
 	default:
 		return service.JSONError(c, http.StatusBadGateway, "bad_gateway", "protected-data answered "+http.StatusText(resp.StatusCode()))
@@ -127,6 +134,17 @@ func (g *Gateway) public(c echo.Context) error {
 		return service.JSONError(c, http.StatusBadGateway, "bad_gateway", "protected-data answered an unexpected body")
 	}
 	return c.JSON(http.StatusOK, PublicResponse{PublicData: "hello world", ProtectedData: *body.ProtectedData})
+}
+
+// downstreamRetryAfter is protected-data's Retry-After in whole seconds,
+// within [1, 30] (the longest the gateway itself asks for); 1 when absent
+// or not delay-seconds.
+func downstreamRetryAfter(v string) int {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		return 1
+	}
+	return min(n, 30)
 }
 
 // protected forwards the caller's own credentials so that the reference

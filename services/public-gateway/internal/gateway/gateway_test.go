@@ -93,14 +93,17 @@ func TestPublicRoute(t *testing.T) {
 		status     int
 		body       string // substring
 		retryAfter bool
+		ra         string // the Retry-After value, when it is known
 	}{
-		{"success", ok, false, 200, `{"publicData":"hello world","protectedData":"here I am"}`, false},
-		{"no token obtainable", ok, true, 503, `"error":"temporarily_unavailable"`, true},
-		{"downstream 500", answer(500, `{}`), false, 502, `"error":"bad_gateway"`, false},
-		{"downstream not ready", answer(503, `{}`), false, 503, `"error":"temporarily_unavailable"`, true},
-		{"downstream 403", answer(403, `{}`), false, 502, `refused the gateway's credentials`, false},
-		{"downstream body not JSON", answer(200, `here I am`), false, 502, `unexpected body`, false},
-		{"downstream body lacks the field", answer(200, `{"other":1}`), false, 502, `unexpected body`, false},
+		{"success", ok, false, 200, `{"publicData":"hello world","protectedData":"here I am"}`, false, ""},
+		{"no token obtainable", ok, true, 503, `"error":"temporarily_unavailable"`, true, ""},
+		{"downstream 500", answer(500, `{}`), false, 502, `"error":"bad_gateway"`, false, ""},
+		{"downstream not ready", answer(503, `{}`), false, 503, `"error":"temporarily_unavailable"`, true, "1"},
+		{"downstream not ready, its Retry-After passed on", answer(503, `{}`, "Retry-After", "7"), false, 503, `"error":"temporarily_unavailable"`, true, "7"},
+		{"downstream not ready, a bogus Retry-After bounded", answer(503, `{}`, "Retry-After", "86400"), false, 503, `"error":"temporarily_unavailable"`, true, "30"},
+		{"downstream 403", answer(403, `{}`), false, 502, `refused the gateway's credentials`, false, ""},
+		{"downstream body not JSON", answer(200, `here I am`), false, 502, `unexpected body`, false, ""},
+		{"downstream body lacks the field", answer(200, `{"other":1}`), false, 502, `unexpected body`, false, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -111,6 +114,9 @@ func TestPublicRoute(t *testing.T) {
 			}
 			if tc.retryAfter != (rec.Header().Get("Retry-After") != "") {
 				t.Errorf("Retry-After %q", rec.Header().Get("Retry-After"))
+			}
+			if got := rec.Header().Get("Retry-After"); tc.ra != "" && got != tc.ra {
+				t.Errorf("Retry-After %q, want %q", got, tc.ra)
 			}
 			if sb := rec.Header().Get(service.HeaderServedBy); sb != "" {
 				t.Errorf("X-Served-By %q leaked without ExposeServedBy", sb)
@@ -274,5 +280,31 @@ func TestCallerHangingUpIs499(t *testing.T) {
 		if rec.Code != 499 || rec.Body.Len() != 0 {
 			t.Errorf("%s: got %d %q, want 499 with no body", path, rec.Code, rec.Body)
 		}
+	}
+}
+
+// A redirect from protected-data is not followed: the gateway's token (or
+// the caller's, on the forwarding route) would otherwise go to wherever it
+// points on the same host.
+func TestDownstreamRedirectIsNotFollowed(t *testing.T) {
+	var elsewhere atomic.Int32
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		elsewhere.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"protectedData":"from elsewhere"}`))
+	}))
+	t.Cleanup(other.Close)
+	pd := httptest.NewServer(http.RedirectHandler(other.URL+ProtectedPath, http.StatusTemporaryRedirect))
+	t.Cleanup(pd.Close)
+	tokenURL, _ := countingTokenEndpoint(t)
+	e := gatewayAt(t, pd.URL, tokenURL, 2*time.Second)
+	if rec := call(e, PublicPath); rec.Code != http.StatusBadGateway {
+		t.Errorf("public: got %d %s, want 502", rec.Code, rec.Body)
+	}
+	if rec := call(e, ProtectedPath, "Bearer caller-token"); rec.Code != http.StatusTemporaryRedirect || rec.Header().Get("Location") != "" {
+		t.Errorf("protected: got %d Location %q, want protected-data's 307 passed on without its Location", rec.Code, rec.Header().Get("Location"))
+	}
+	if n := elsewhere.Load(); n != 0 {
+		t.Errorf("the redirect target got %d request(s), with a bearer token", n)
 	}
 }

@@ -41,6 +41,9 @@ const (
 // (IPv6 makes them cheap) must not grow memory without bound.
 const maxSources = 65536
 
+// sweepEvery bounds how often a full table is swept for refilled buckets.
+const sweepEvery = time.Second
+
 // limiter is a set of token buckets keyed by a string.
 type limiter struct {
 	limit rate.Limit
@@ -52,6 +55,11 @@ type limiter struct {
 	buckets map[string]*rate.Limiter
 	// overflow is shared by new keys while the table is full of active ones.
 	overflow *rate.Limiter
+	// swept is when the table was last swept, sweeps how often (tests): a
+	// full table of active sources is swept at most once a second, not on
+	// every request from a new one (a full pass under the lock).
+	swept  time.Time
+	sweeps int
 }
 
 func newLimiter(limit rate.Limit, burst int, keys []string) *limiter {
@@ -82,7 +90,7 @@ func (l *limiter) wait(key string, now time.Time) time.Duration {
 		if l.fixed {
 			return 0
 		}
-		if len(l.buckets) >= maxSources {
+		if len(l.buckets) >= maxSources && now.Sub(l.swept) >= sweepEvery {
 			l.sweep(now)
 		}
 		if len(l.buckets) >= maxSources {
@@ -103,6 +111,8 @@ func (l *limiter) wait(key string, now time.Time) time.Duration {
 // sweep drops buckets that have refilled completely: a full bucket is the
 // same as a new one, so this forgets nothing.
 func (l *limiter) sweep(now time.Time) {
+	l.swept = now
+	l.sweeps++
 	for k, b := range l.buckets {
 		if b.TokensAt(now) >= float64(l.burst) {
 			delete(l.buckets, k)

@@ -147,6 +147,14 @@ func TestSourceTableIsBounded(t *testing.T) {
 	if n := len(l.buckets); n > maxSources {
 		t.Fatalf("%d buckets, want at most %d", n, maxSources)
 	}
+	// A table full of active sources is not swept on every request from a
+	// new one: that is a pass over 65,536 entries under the lock each time.
+	for i := range 1000 {
+		l.wait("more-"+strconv.Itoa(i), now)
+	}
+	if l.sweeps > 1 {
+		t.Fatalf("%d sweeps within one second, want at most 1", l.sweeps)
+	}
 	// Once the buckets have refilled, a sweep forgets them.
 	l.wait("late", now.Add(time.Minute))
 	if n := len(l.buckets); n > 1000 {
