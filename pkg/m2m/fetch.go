@@ -145,8 +145,9 @@ func (s *TokenSource) request(ctx context.Context) (fetchResult, int) {
 	case code == http.StatusOK:
 		arrived := s.clock.Now()
 		return s.parseToken(raw, resp.Header.Get("Content-Type"), sent, arrived), code
-	case code == http.StatusTooManyRequests || code == http.StatusRequestTimeout || code >= 500:
-		// 408 is a timeout, not a verdict on the credentials.
+	case code == http.StatusTooManyRequests || code == http.StatusRequestTimeout || code >= 500 || code < 400:
+		// 408 is a timeout, not a verdict on the credentials; nor is an
+		// unexpected 2xx/3xx (a 204, a 304 from a cache in between).
 		ec, ed := s.parseOAuthError(raw, assertion)
 		return fetchResult{
 			err:        &statusError{statusCode: code, code: ec, descr: ed},

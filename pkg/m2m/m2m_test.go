@@ -333,6 +333,26 @@ func TestRetryAfterParsing(t *testing.T) {
 	}
 }
 
+// Only a 4xx is a verdict on the client: an unexpected 2xx or 3xx (a 204, a
+// 304 from a cache in between) is retried like a 5xx.
+func TestUnexpectedSuccessStatusIsTransient(t *testing.T) {
+	for _, status := range []int{http.StatusNoContent, http.StatusNotModified} {
+		t.Run(http.StatusText(status), func(t *testing.T) {
+			p := newIDP(t)
+			p.setReply(func(_ int, w http.ResponseWriter) { w.WriteHeader(status) })
+			s := newSource(t, p, withClock(newFakeClock()), withBackoff(time.Millisecond, time.Minute))
+			_, err := s.Token(context.Background())
+			var oe *OAuthError
+			if err == nil || errors.As(err, &oe) {
+				t.Fatalf("err %v, want a transient (non-OAuthError) failure", err)
+			}
+			if st := s.Stats(); st.FetchesTransient != 1 || st.FetchesPermanent != 0 {
+				t.Errorf("stats %+v, want one transient failure", st)
+			}
+		})
+	}
+}
+
 func TestPermanentErrorsAreNotRetried(t *testing.T) {
 	tests := []struct {
 		name     string

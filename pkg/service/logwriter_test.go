@@ -277,3 +277,24 @@ func TestLogWriterConcurrentClose(t *testing.T) {
 		t.Fatalf("destination got %q", got)
 	}
 }
+
+// An error line is often the last before a crash: it must not wait for the
+// next tick, while info lines still do.
+func TestLoggerFlushesBatchedLinesAtError(t *testing.T) {
+	s := &sink{wrote: make(chan struct{}, 10)}
+	tick, stop := manual()
+	l := newLogWriter(s, tick, stop, 1<<10, 1<<20)
+	defer l.Close()
+	log, err := NewLogger(l, "json", "info")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Info("routine")
+	if n := s.count(); n != 0 {
+		t.Fatalf("%d writes after an info line, want 0 (batched)", n)
+	}
+	log.With("k", "v").Error("something broke")
+	if got := s.String(); !strings.Contains(got, `"routine"`) || !strings.Contains(got, `"something broke"`) {
+		t.Fatalf("after an error line the destination holds %q, want both lines", got)
+	}
+}

@@ -41,14 +41,44 @@ func NewLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 		return nil, err
 	}
 	opts := &slog.HandlerOptions{Level: lv}
+	var h slog.Handler
 	switch strings.ToLower(strings.TrimSpace(format)) {
 	case "json", "":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+		h = slog.NewJSONHandler(w, opts)
 	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
+		h = slog.NewTextHandler(w, opts)
 	default:
 		return nil, errors.New("log format: want json or text")
 	}
+	if f, ok := w.(interface{ Flush() }); ok {
+		// A batched writer: an error line is often the last one before a
+		// crash, so it (and everything before it) goes out at once.
+		h = flushOnError{Handler: h, flush: f.Flush}
+	}
+	return slog.New(h), nil
+}
+
+// flushOnError flushes a batched log writer after every record at Error
+// level or above.
+type flushOnError struct {
+	slog.Handler
+	flush func()
+}
+
+func (h flushOnError) Handle(ctx context.Context, r slog.Record) error {
+	err := h.Handler.Handle(ctx, r)
+	if r.Level >= slog.LevelError {
+		h.flush()
+	}
+	return err
+}
+
+func (h flushOnError) WithAttrs(as []slog.Attr) slog.Handler {
+	return flushOnError{Handler: h.Handler.WithAttrs(as), flush: h.flush}
+}
+
+func (h flushOnError) WithGroup(name string) slog.Handler {
+	return flushOnError{Handler: h.Handler.WithGroup(name), flush: h.flush}
 }
 
 // parseLevel reads debug, info, warn or error (empty: info).
@@ -76,6 +106,14 @@ func Main(name, defaultAddr string, run func(ctx context.Context, args []string)
 		}
 		return
 	}
+	// A panic that escapes run still gets the batched log lines out first:
+	// they are the ones that explain it.
+	defer func() {
+		if r := recover(); r != nil {
+			closeLogOutput()
+			panic(r)
+		}
+	}()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:])
 	stop()

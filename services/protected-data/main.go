@@ -66,8 +66,10 @@ func (c config) validate() (wristband.Endpoints, []error) {
 	if strings.ContainsFunc(c.TokenType, func(r rune) bool { return r < 0x20 || r == 0x7f || r == '"' || r == '\\' }) {
 		errs = append(errs, errors.New("REQUIRE_TOKEN_TYPE: a media type without quotes, backslashes or control characters (e.g. at+jwt)"))
 	}
-	if c.RefreshCooldown <= 0 {
-		errs = append(errs, errors.New("JWKS_REFRESH_COOLDOWN: must be a positive duration (e.g. 5s)"))
+	// Below a second the cooldown stops protecting the IdP: a flood of
+	// tokens with random kids would become a flood of JWKS requests.
+	if c.RefreshCooldown < time.Second {
+		errs = append(errs, errors.New("JWKS_REFRESH_COOLDOWN: must be at least 1s (e.g. 5s)"))
 	}
 	return ep, errs
 }

@@ -60,6 +60,8 @@ func TestValidateReportsEachMistakeOnce(t *testing.T) {
 			[]string{"ALGORITHMS:"}},
 		{"token type with a quote", []string{"WRISTBAND_EMULATOR_URL=http://127.0.0.1:6003", `REQUIRE_TOKEN_TYPE=at"HS256`},
 			[]string{"REQUIRE_TOKEN_TYPE:"}},
+		{"cooldown too short to protect the IdP", []string{"WRISTBAND_EMULATOR_URL=http://127.0.0.1:6003", "JWKS_REFRESH_COOLDOWN=1ms"},
+			[]string{"JWKS_REFRESH_COOLDOWN: must be at least 1s"}},
 		{"bad vanity domain only", []string{"APPLICATION_VANITY_DOMAIN=acme.dev/x"}, []string{"APPLICATION_VANITY_DOMAIN:"}},
 	}
 	for _, tc := range cases {

@@ -347,7 +347,7 @@ func LoadOrGenerateKey(path string) (*rsa.PrivateKey, error) {
 		return nil, fmt.Errorf("signing key %s: no PEM block", path)
 	}
 	if k, err := x509.ParsePKCS1PrivateKey(blk.Bytes); err == nil {
-		return k, nil
+		return checkKeySize(k)
 	}
 	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
 	if err != nil {
@@ -357,7 +357,16 @@ func LoadOrGenerateKey(path string) (*rsa.PrivateKey, error) {
 	if !ok {
 		return nil, fmt.Errorf("signing key %s: not an RSA key", path)
 	}
-	return rk, nil
+	return checkKeySize(rk)
+}
+
+// checkKeySize refuses what Wristband's validators and protected-data
+// refuse: a key under 2048 bits would leave protected-data never ready.
+func checkKeySize(k *rsa.PrivateKey) (*rsa.PrivateKey, error) {
+	if n := k.N.BitLen(); n < 2048 {
+		return nil, fmt.Errorf("signing key: RSA key of %d bits, want at least 2048", n)
+	}
+	return k, nil
 }
 
 // createKeyFile writes a new PKCS#8 PEM key to path. The key is written to a

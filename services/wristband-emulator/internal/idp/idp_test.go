@@ -3,7 +3,9 @@ package idp
 import (
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -235,5 +237,19 @@ func TestLoadOrGenerateKeyErrors(t *testing.T) {
 	}
 	if _, err := LoadOrGenerateKey(filepath.Join(dir, "missing-dir", "k.pem")); err == nil {
 		t.Error("missing directory: want an error, got none")
+	}
+}
+
+func TestLoadOrGenerateKeyRefusesShortRSAKeys(t *testing.T) {
+	k, err := rsa.GenerateKey(rand.Reader, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "short.pem")
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadOrGenerateKey(path); err == nil || !strings.Contains(err.Error(), "at least 2048") {
+		t.Fatalf("err = %v, want a refusal of the 1024-bit key", err)
 	}
 }
