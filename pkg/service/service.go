@@ -337,11 +337,19 @@ func TrustProxies(e *echo.Echo, b Base) {
 // Serve listens on b.ListenAddr and serves e until ctx is done, then shuts
 // down gracefully within the shutdown timeout. At most b.MaxConnections
 // connections are open at once (see limitListener). A listen error is
-// returned at once.
-func Serve(ctx context.Context, log *slog.Logger, e *echo.Echo, b Base) error {
+// returned at once. afterListen (e.g. starting the admin listener) runs
+// once the API address is bound: a side listener on an ephemeral port can
+// then never take the API's port, which a restarted process wants back.
+func Serve(ctx context.Context, log *slog.Logger, e *echo.Echo, b Base, afterListen ...func() error) error {
 	inner, err := net.Listen("tcp", b.ListenAddr)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", b.ListenAddr, err)
+	}
+	for _, f := range afterListen {
+		if err := f(); err != nil {
+			inner.Close()
+			return err
+		}
 	}
 	limit := b.MaxConnections
 	if limit <= 0 { // a Base not read by Load

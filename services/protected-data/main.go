@@ -127,8 +127,5 @@ func run(ctx context.Context, args []string) error {
 	service.TrustProxies(e, cfg.Base)
 	service.Health(e, log, service.Check{Name: "jwks", Fn: func(context.Context) error { return v.Ready() }})
 	api.Register(e, v.Middleware(opts...), host)
-	if err := tel.StartAdmin(); err != nil {
-		return err
-	}
-	return service.Serve(ctx, log, e, cfg.Base)
+	return service.Serve(ctx, log, e, cfg.Base, tel.StartAdmin)
 }

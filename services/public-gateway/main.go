@@ -188,8 +188,5 @@ func run(ctx context.Context, args []string) error {
 		Tokens:           tokens,
 		Log:              log,
 	}).Register(e)
-	if err := tel.StartAdmin(); err != nil {
-		return err
-	}
-	return service.Serve(ctx, log, e, cfg.Base)
+	return service.Serve(ctx, log, e, cfg.Base, tel.StartAdmin)
 }

@@ -81,10 +81,7 @@ func run(ctx context.Context, _ []string) error {
 	service.TrustProxies(e, cfg.Base)
 	service.Health(e, log)
 	p.Register(e)
-	if err := tel.StartAdmin(); err != nil {
-		return err
-	}
-	return service.Serve(ctx, log, e, cfg.Base)
+	return service.Serve(ctx, log, e, cfg.Base, tel.StartAdmin)
 }
 
 // validate checks what Load cannot, one message per mistake, none echoing
