@@ -69,7 +69,7 @@ clean-docker: compose-tool
 COMPOSE_TEST_PROJECT := m2mtest$(shell date +%s)
 COMPOSE_TEST_TIMEOUT ?= 20m
 
-## test-compose: end-to-end tests against the containers (compose, scaling, kill, restart, flood, swarm)
+## test-compose: end-to-end tests against the containers (compose, scaling, kill, restart, flood, mTLS overlay, Prometheus profile, swarm)
 test-compose:
 	@if ! docker info >/dev/null 2>&1; then \
 	  if [ "$$CI" = true ]; then echo "test-compose: FAIL: no Docker engine reachable (CI=true)"; exit 1; fi; \

@@ -39,7 +39,8 @@
 //
 // A token that passed every check is cached, keyed by its SHA-256, until
 // exp+leeway or until its key leaves the JWKS, so repeated requests with the
-// same token (the M2M case) skip verification: ~0.5 µs and no allocation.
+// same token (the M2M case) skip verification: ~0.7 µs of CPU and no
+// allocation (README.md, ValidateCached).
 //
 // # Answers
 //
