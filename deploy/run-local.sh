@@ -76,8 +76,9 @@ name_of() {
 start() { # name command... (LISTEN_ADDR in its environment)
   local name=$1
   shift
-  # Something else on the port would answer our readiness checks.
-  if [ -n "$(http_status "$LISTEN_ADDR" /healthz)" ] || (exec 3<>"/dev/tcp/${LISTEN_ADDR%:*}/${LISTEN_ADDR##*:}") 2>/dev/null; then
+  # Something else on the port would answer our readiness checks. (The
+  # parent watch has no address: set -u would print "unbound variable".)
+  if [ -n "${LISTEN_ADDR:-}" ] && { [ -n "$(http_status "$LISTEN_ADDR" /healthz)" ] || (exec 3<>"/dev/tcp/${LISTEN_ADDR%:*}/${LISTEN_ADDR##*:}") 2>/dev/null; }; then
     echo "run: $LISTEN_ADDR, $name's address, is already in use (another make run?); stopping" >&2
     exit 1
   fi

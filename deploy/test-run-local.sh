@@ -105,6 +105,8 @@ if start_run ctrlc; then
   finish 30
   [ "$code" = 0 ] || fail "make run exited $code after Ctrl-C, want 0"
   if grep -E 'exited|stopped|make: \*\*\*|Error|Interrupt' "$tmp/ctrlc.out"; then fail "Ctrl-C printed the lines above"; fi
+  # A shell error of the runner itself (e.g. set -u's "unbound variable").
+  if grep -E 'run-local\.sh: |unbound variable' "$tmp/ctrlc.out"; then fail "the runner printed the shell errors above"; fi
   left=$(services_left)
   [ -z "$left" ] || fail "services left running after Ctrl-C: $left"
   [ "$(grep -c '^run: ready' "$tmp/ctrlc.out")" = 1 ] || fail "want exactly one ready line"
