@@ -160,6 +160,10 @@ LISTEN_ADDR="$GW_ADDR" METRICS_ADDR="$(metrics_addr "$GW_ADDR")" PROTECTED_DATA_
   start public-gateway ./bin/public-gateway
 wait_ok public-gateway "${pids[-1]}" "$GW_ADDR" /readyz
 
+# The services write their logs in batches (LOG_FLUSH_INTERVAL, 100ms by
+# default): let the gateway's start-up lines out first, so that the ready
+# line is the last one on the screen rather than buried under them.
+sleep 0.2
 echo "run: ready: curl -s http://$GW_ADDR/api/public/data   (Ctrl-C stops all three)"
 
 # Any service exiting stops the others: a half-running system misleads.
