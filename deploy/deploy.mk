@@ -92,7 +92,7 @@ compose-test-run:
 test-dockerignore:
 	./deploy/test-dockerignore.sh
 
-## test-run-local: make run under a terminal: ready line, Ctrl-C exits 0 quietly, a crash exits 1
+## test-run-local: make run under a terminal: ready line, Ctrl-C exits 0 quietly, a crashed or killed service stops all, non-zero
 test-run-local: build
 	./deploy/test-run-local.sh
 

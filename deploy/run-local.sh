@@ -175,10 +175,12 @@ if [ "${gone:-}" ] && [ "$(name_of "$gone")" = parent-watch ]; then
 fi
 name=$(name_of "${gone:-}")
 if [ "$st" = 0 ]; then
-  # Stopped on request (a signal to it alone, or to the whole group before
-  # our trap ran): not a crash, but a half-running system still misleads.
-  echo "run: $name stopped; stopping the others" >&2
-  exit 0
+  # A clean exit of its own (e.g. `kill <pid>`, SIGTERM): not a crash, but
+  # make run did not end as asked (Ctrl-C), so not a success either. A
+  # Ctrl-C that reached the service too has already run our trap (bash runs
+  # it as soon as `wait` returns) and exited 0 above.
+  echo "run: $name stopped (exit 0) while the others ran; stopping them" >&2
+  exit 1
 fi
 echo "run: $name exited (status $st); stopping the others" >&2
 exit 1
