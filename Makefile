@@ -8,6 +8,14 @@ MODULE_DIRS = $(shell $(GO) list -m -f '{{.Dir}}')
 
 export CGO_ENABLED ?= 0
 
+# Go patch releases carry security fixes that govulncheck (make lint) finds
+# reachable in our binaries: build and test with at least MIN_GO. A machine
+# with an older Go fetches MIN_GO once through the Go module proxy (~10 s);
+# a newer local Go is used as it is. `make GOTOOLCHAIN=local ...` opts out.
+MIN_GO := go1.26.10
+export GOTOOLCHAIN := $(shell v=$$(GOTOOLCHAIN=local $(GO) env GOVERSION 2>/dev/null); \
+  if printf '%s\n%s\n' "$$v" $(MIN_GO) | sort -V -C; then echo $(MIN_GO); else echo local; fi)
+
 .PHONY: all build run test lint bench clean help
 
 all: build
@@ -38,7 +46,7 @@ run: build
 test:
 	CGO_ENABLED=1 $(GO) test -race -count=1 $(addsuffix /...,$(MODULE_DIRS))
 
-## lint: go vet, gofmt, staticcheck and govulncheck (tools cached outside the clone; VULNCHECK=strict fails on findings)
+## lint: go vet, gofmt, staticcheck and govulncheck (tools cached outside the clone; fails on a reachable vulnerability not in tools/govulncheck-accepted.txt)
 lint:
 	./tools/lint.sh
 

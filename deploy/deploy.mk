@@ -25,7 +25,7 @@ images: build
 images-probe:
 	./deploy/build-images.sh probe
 
-## compose-tool: make `docker compose` (v2) work: build the plugin once (~5 min cold, cached outside the clone)
+## compose-tool: make `docker compose` (v2) work: build the plugin once (~12 min cold on 2 busy cores, cached outside the clone)
 compose-tool:
 	@$(COMPOSE_SH) which >/dev/null
 

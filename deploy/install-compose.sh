@@ -3,7 +3,8 @@
 # no compose plugin: builds it from its Go module (only the Go module proxy
 # is needed) into a cache OUTSIDE the clone, so that a second clone or a CI
 # run reuses it, and links it into ~/.docker/cli-plugins, where the docker
-# CLI finds plugins. About 5 minutes cold on 2 cores; instant when cached.
+# CLI finds plugins. 12 minutes measured cold on 2 cores busy with other
+# builds; instant when cached.
 #
 #   deploy/install-compose.sh          # build if missing, link, print the path
 #   COMPOSE_V2_VERSION=v2.40.3         # which release
@@ -18,7 +19,7 @@ plugins=${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins
 
 if [ ! -x "$out" ]; then
   mkdir -p "$cache"
-  echo "install-compose: building github.com/docker/compose/v2@$version into $out (about 5 min cold; cached after)" >&2
+  echo "install-compose: building github.com/docker/compose/v2@$version into $out (several minutes cold; cached after)" >&2
   start=$SECONDS
   # `go install mod@version` refuses compose (its go.mod has exclude/replace
   # directives), so build it as the main module from the module cache.

@@ -11,6 +11,10 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 export PATH="/usr/local/go/bin:$PATH"
+# Third-party tools build with the Go their own go.mod asks for (the local
+# one when it is new enough), not the project's MIN_GO: their cache stays
+# valid when the project moves to a new patch release.
+export GOTOOLCHAIN=auto
 name=${1:?usage: tools/build.sh NAME}
 cache=${WRISTBAND_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/wristband-m2m-go/tools}
 

@@ -342,6 +342,23 @@ func TestSwarm(t *testing.T) {
 	}
 	t.Logf("stack running %s after deploy", time.Since(start).Round(100*time.Millisecond))
 
+	// Every task in rotation first, as the compose test does: Swarm starts
+	// tasks in any order, and a replica that became ready a moment ago is
+	// picked up by the gateways' resolvers within 2 s. Short probes until
+	// both gateways and all three replicas have answered (at most 60 s).
+	inRotation := time.Now().Add(60 * time.Second)
+	for {
+		s, _, err := e.probe(t, stack+"_edge",
+			"-url", "http://tasks.public-gateway:6001/api/public/data", "-n", "40", "-c", "2", "-wait", "60s", "-warm", "5")
+		if err == nil && len(s.Addrs) == 2 && len(s.ServedBy) == 3 {
+			break
+		}
+		if time.Now().After(inRotation) {
+			t.Fatalf("after 60 s not every task answers: gateways %v, protected-data %v (err %v)", s.Addrs, s.ServedBy, err)
+		}
+		time.Sleep(2 * time.Second)
+	}
+
 	// Through the overlay: tasks.public-gateway names every gateway task, and
 	// the probe balances over them, so both gateways and all three
 	// protected-data replicas must answer.
