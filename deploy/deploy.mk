@@ -13,6 +13,10 @@ COMPOSE_SH := ./deploy/compose.sh
 # docker-compose.yml); an explicit COMPOSE_FILE (shell or .env) wins.
 WRISTBAND_IN_ENV := $(shell test -f .env && grep -Eq '^[[:space:]]*APPLICATION_VANITY_DOMAIN=[^[:space:]]' .env && ! grep -Eq '^[[:space:]]*COMPOSE_FILE=' .env && echo yes)
 COMPOSE_FILES := $(if $(COMPOSE_FILE),,$(if $(WRISTBAND_IN_ENV),-f docker-compose.yml -f deploy/compose/wristband.yml))
+# down names every profile: a service started only under a profile (the
+# observability Prometheus) is otherwise left running, and with it both
+# networks ("Resource is still in use"), while down still exits 0.
+DOWN_PROFILES := --profile observability
 PROJECT_IMAGES = $(foreach s,public-gateway protected-data wristband-emulator probe prometheus,$(IMAGE_PREFIX)/$(s):$(TAG))
 
 .PHONY: images images-probe compose-tool golang-standin up down clean-images clean-docker \
@@ -41,14 +45,14 @@ up: images compose-tool
 	if ! CLIENT_SECRET_FILE=$$secret $(COMPOSE_SH) $(COMPOSE_FILES) up -d --no-build --remove-orphans || \
 	   ! $(COMPOSE_SH) wait-healthy 120; then \
 	  echo "up: failed; removing what it created (docker compose down)" >&2; \
-	  CLIENT_SECRET_FILE=$$secret $(COMPOSE_SH) $(COMPOSE_FILES) down --remove-orphans >/dev/null 2>&1; exit 1; \
+	  CLIENT_SECRET_FILE=$$secret $(COMPOSE_SH) $(COMPOSE_FILES) $(DOWN_PROFILES) down --remove-orphans >/dev/null 2>&1; exit 1; \
 	fi
 	@p=$${GATEWAY_PUBLISH:-6001}; case $$p in *:*) ;; *) p=localhost:$$p ;; esac; \
 	echo "up: ready: curl -s $${p%%-*}/api/public/data"
 
 ## down: stop and remove the containers and networks (keeps images and the emulator's key volume)
 down: compose-tool
-	CLIENT_SECRET_FILE=$$(./deploy/client-secret.sh) $(COMPOSE_SH) $(COMPOSE_FILES) down --remove-orphans
+	CLIENT_SECRET_FILE=$$(./deploy/client-secret.sh) $(COMPOSE_SH) $(COMPOSE_FILES) $(DOWN_PROFILES) down --remove-orphans
 
 ## clean-images: remove the images `make images` built (IMAGE_PREFIX/*:TAG, probe and prometheus included)
 clean-images:
@@ -59,7 +63,7 @@ clean-images:
 
 ## clean-docker: down with volumes (the emulator's key), swarm-down, then clean-images
 clean-docker: compose-tool
-	CLIENT_SECRET_FILE=$$(./deploy/client-secret.sh) $(COMPOSE_SH) $(COMPOSE_FILES) down --remove-orphans --volumes
+	CLIENT_SECRET_FILE=$$(./deploy/client-secret.sh) $(COMPOSE_SH) $(COMPOSE_FILES) $(DOWN_PROFILES) down --remove-orphans --volumes
 	KEEP_VOLUMES=0 ./deploy/swarm.sh down
 	$(MAKE) --no-print-directory clean-images
 
@@ -81,7 +85,7 @@ test-compose:
 compose-test-run:
 	@set -e; p=$(COMPOSE_TEST_PROJECT); \
 	cleanup() { \
-	  COMPOSE_PROJECT_NAME=$$p $(COMPOSE_SH) -f docker-compose.yml down --remove-orphans --volumes --timeout 5 >/dev/null 2>&1 || true; \
+	  COMPOSE_PROJECT_NAME=$$p $(COMPOSE_SH) -f docker-compose.yml $(DOWN_PROFILES) down --remove-orphans --volumes --timeout 5 >/dev/null 2>&1 || true; \
 	  docker stack rm $$p >/dev/null 2>&1 || true; \
 	}; \
 	trap cleanup EXIT INT TERM; \
@@ -92,7 +96,7 @@ compose-test-run:
 test-dockerignore:
 	./deploy/test-dockerignore.sh
 
-## test-run-local: make run under a terminal: ready line, Ctrl-C exits 0 quietly, a crash exits 1
+## test-run-local: make run under a terminal: ready line, Ctrl-C exits 0 quietly, a crashed or killed service stops all, non-zero
 test-run-local: build
 	./deploy/test-run-local.sh
 

@@ -76,8 +76,9 @@ name_of() {
 start() { # name command... (LISTEN_ADDR in its environment)
   local name=$1
   shift
-  # Something else on the port would answer our readiness checks.
-  if [ -n "$(http_status "$LISTEN_ADDR" /healthz)" ] || (exec 3<>"/dev/tcp/${LISTEN_ADDR%:*}/${LISTEN_ADDR##*:}") 2>/dev/null; then
+  # Something else on the port would answer our readiness checks. (The
+  # parent watch has no address: set -u would print "unbound variable".)
+  if [ -n "${LISTEN_ADDR:-}" ] && { [ -n "$(http_status "$LISTEN_ADDR" /healthz)" ] || (exec 3<>"/dev/tcp/${LISTEN_ADDR%:*}/${LISTEN_ADDR##*:}") 2>/dev/null; }; then
     echo "run: $LISTEN_ADDR, $name's address, is already in use (another make run?); stopping" >&2
     exit 1
   fi
@@ -159,6 +160,10 @@ LISTEN_ADDR="$GW_ADDR" METRICS_ADDR="$(metrics_addr "$GW_ADDR")" PROTECTED_DATA_
   start public-gateway ./bin/public-gateway
 wait_ok public-gateway "${pids[-1]}" "$GW_ADDR" /readyz
 
+# The services write their logs in batches (LOG_FLUSH_INTERVAL, 100ms by
+# default): let the gateway's start-up lines out first, so that the ready
+# line is the last one on the screen rather than buried under them.
+sleep 0.2
 echo "run: ready: curl -s http://$GW_ADDR/api/public/data   (Ctrl-C stops all three)"
 
 # Any service exiting stops the others: a half-running system misleads.
@@ -170,10 +175,12 @@ if [ "${gone:-}" ] && [ "$(name_of "$gone")" = parent-watch ]; then
 fi
 name=$(name_of "${gone:-}")
 if [ "$st" = 0 ]; then
-  # Stopped on request (a signal to it alone, or to the whole group before
-  # our trap ran): not a crash, but a half-running system still misleads.
-  echo "run: $name stopped; stopping the others" >&2
-  exit 0
+  # A clean exit of its own (e.g. `kill <pid>`, SIGTERM): not a crash, but
+  # make run did not end as asked (Ctrl-C), so not a success either. A
+  # Ctrl-C that reached the service too has already run our trap (bash runs
+  # it as soon as `wait` returns) and exited 0 above.
+  echo "run: $name stopped (exit 0) while the others ran; stopping them" >&2
+  exit 1
 fi
 echo "run: $name exited (status $st); stopping the others" >&2
 exit 1

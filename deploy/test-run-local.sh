@@ -7,7 +7,9 @@
 #      and no service is left running;
 #   3. the emulator's kid is the same on the next start (key kept in .run/);
 #   4. kill -9 of protected-data: the others stop, make exits non-zero, and
-#      the runner names protected-data.
+#      the runner names protected-data;
+#   5. kill (SIGTERM) of the emulator: the same (it exits 0, but make run
+#      did not end as asked).
 # Runs on free ports of its own so that it does not meet a `make run` of
 # the developer's. Bounded: every wait has a deadline.
 set -euo pipefail
@@ -105,6 +107,8 @@ if start_run ctrlc; then
   finish 30
   [ "$code" = 0 ] || fail "make run exited $code after Ctrl-C, want 0"
   if grep -E 'exited|stopped|make: \*\*\*|Error|Interrupt' "$tmp/ctrlc.out"; then fail "Ctrl-C printed the lines above"; fi
+  # A shell error of the runner itself (e.g. set -u's "unbound variable").
+  if grep -E 'run-local\.sh: |unbound variable' "$tmp/ctrlc.out"; then fail "the runner printed the shell errors above"; fi
   left=$(services_left)
   [ -z "$left" ] || fail "services left running after Ctrl-C: $left"
   [ "$(grep -c '^run: ready' "$tmp/ctrlc.out")" = 1 ] || fail "want exactly one ready line"
@@ -130,6 +134,27 @@ if start_run crash; then
     left=$(services_left)
     [ -z "$left" ] || fail "services left running after the crash: $left"
     echo "test-run-local: crash: exit $code, '$(grep '^run: protected-data' "$tmp/crash.out")', nothing left; kid kept ($k1)"
+  fi
+fi
+
+# 5. kill (SIGTERM) of the emulator: it exits 0, yet make run did not end as
+# asked: the others stop and make exits non-zero, naming it.
+if start_run term; then
+  victim=
+  for p in $(services_left); do
+    [ "$(readlink "/proc/$p/exe")" = "$root/bin/wristband-emulator" ] && victim=$p
+  done
+  if [ -z "$victim" ]; then
+    fail "wristband-emulator not found"
+  else
+    kill -TERM "$victim"
+    finish 30
+    [ "$code" != 0 ] || fail "make run exited 0 after the emulator was killed (SIGTERM), want non-zero"
+    grep -q '^run: wristband-emulator stopped (exit 0) while the others ran; stopping them' "$tmp/term.out" ||
+      fail "no line naming the stopped service"
+    left=$(services_left)
+    [ -z "$left" ] || fail "services left running after the emulator stopped: $left"
+    echo "test-run-local: SIGTERM to the emulator: exit $code, '$(grep '^run: wristband-emulator' "$tmp/term.out")', nothing left"
   fi
 fi
 

@@ -361,7 +361,14 @@ func lookup(name string, secret bool) (string, bool, error) {
 	if err != nil {
 		return "", false, &VarError{Name: name, Label: name + "_FILE", Err: err}
 	}
-	return strings.TrimRight(string(b), "\r\n"), true, nil
+	v := strings.TrimRight(string(b), "\r\n")
+	if v == "" {
+		// Else the service would report NAME empty, which the user did not
+		// set: e.g. a command that was to write the file failed.
+		return "", false, &VarError{Name: name, Label: name + "_FILE",
+			Err: fmt.Errorf("the file is empty; it should hold what %s would (wrong file, or the command that was to write it failed?)", name)}
+	}
+	return v, true, nil
 }
 
 func readSmallFile(path, name string) ([]byte, error) {

@@ -179,6 +179,7 @@ func TestSecretsFromFiles(t *testing.T) {
 		{"directory", "", dir, "SVC_TEST_SECRET_FILE: the file cannot be read"},
 		{"too big", "", write("big", strings.Repeat("hunter2", 20000), 0o600), "SVC_TEST_SECRET_FILE: the file is larger than 64 KiB"},
 		{"empty name", "", "", "SVC_TEST_SECRET_FILE: empty (e.g. /run/secrets/svc_test_secret)"},
+		{"empty file", "", write("empty", "\n", 0o600), "SVC_TEST_SECRET_FILE: the file is empty; it should hold what SVC_TEST_SECRET would"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

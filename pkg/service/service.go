@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -98,7 +99,20 @@ func parseLevel(level string) (slog.Level, error) {
 // and exit code 1. Only Main exits.
 // defaultAddr is the LISTEN_ADDR default, the same one the service gives
 // Load.
-func Main(name, defaultAddr string, run func(ctx context.Context, args []string) error) {
+// subcommands are the service's own (handled by run), for the usage line
+// and the argument check: settings are environment variables, so any other
+// argument (say --help, or a flag from another program's habits) is a
+// mistake worth a word, not something to start and ignore.
+func Main(name, defaultAddr string, run func(ctx context.Context, args []string) error, subcommands ...string) {
+	if help, err := checkArgs(os.Args[1:], subcommands); help || err != nil {
+		u := usage(name, subcommands)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "%s: %v\n%s", name, err, u)
+			os.Exit(2)
+		}
+		fmt.Print(u)
+		return
+	}
 	if len(os.Args) > 1 && os.Args[1] == "healthcheck" {
 		if err := healthcheckEnv(defaultAddr); err != nil {
 			fmt.Fprintf(os.Stderr, "%s healthcheck: %v\n", name, err)
@@ -404,3 +418,28 @@ func Serve(ctx context.Context, log *slog.Logger, e *echo.Echo, b Base, afterLis
 
 // NewDiscardLogger is a logger that writes nowhere.
 func NewDiscardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// checkArgs says whether args ask for help, or are not a subcommand this
+// service knows (the subcommand's own flags are its business).
+func checkArgs(args, subcommands []string) (help bool, err error) {
+	if len(args) == 0 {
+		return false, nil
+	}
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		return true, nil
+	case "healthcheck":
+		return false, nil
+	}
+	if slices.Contains(subcommands, args[0]) {
+		return false, nil
+	}
+	return false, errors.New("unknown argument (settings are environment variables, not flags)")
+}
+
+func usage(name string, subcommands []string) string {
+	cmds := strings.Join(append([]string{"healthcheck"}, subcommands...), " | ")
+	return fmt.Sprintf("usage: %s [%s]\n"+
+		"With no argument it runs the service, configured by environment variables\n"+
+		"(README.md, Configuration); healthcheck asks the running service's /healthz.\n", name, cmds)
+}

@@ -256,3 +256,33 @@ func TestAccessLogIsOneLineWithLatencyInMilliseconds(t *testing.T) {
 		t.Errorf("line %v", line)
 	}
 }
+
+// Settings are environment variables: --help prints the usage, any argument
+// that is not a subcommand is refused instead of ignored.
+func TestCheckArgs(t *testing.T) {
+	sub := []string{"certgen"}
+	for _, tc := range []struct {
+		args      []string
+		help, bad bool
+	}{
+		{nil, false, false},
+		{[]string{"healthcheck"}, false, false},
+		{[]string{"certgen", "-server-dir", "/x"}, false, false},
+		{[]string{"--help"}, true, false},
+		{[]string{"-h"}, true, false},
+		{[]string{"help"}, true, false},
+		{[]string{"--port", "8080"}, false, true},
+		{[]string{"jwks"}, false, true}, // another service's subcommand
+	} {
+		help, err := checkArgs(tc.args, sub)
+		if help != tc.help || (err != nil) != tc.bad {
+			t.Errorf("checkArgs(%q) = %v, %v; want help %v, error %v", tc.args, help, err, tc.help, tc.bad)
+		}
+		if err != nil && strings.Contains(err.Error(), "8080") {
+			t.Errorf("error %q echoes the argument", err)
+		}
+	}
+	if u := usage("protected-data", sub); !strings.Contains(u, "usage: protected-data [healthcheck | certgen]") || !strings.Contains(u, "environment variables") {
+		t.Errorf("usage = %q", u)
+	}
+}

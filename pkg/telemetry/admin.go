@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -58,6 +59,11 @@ func (t *Telemetry) StartAdmin() error {
 	}
 	ln, err := net.Listen("tcp", t.settings.MetricsAddr)
 	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			// Every service defaults to :9090: the second one started on a
+			// host without METRICS_ADDR lands here.
+			return fmt.Errorf("admin listener (METRICS_ADDR): %w; each service on one host needs its own METRICS_ADDR (e.g. 127.0.0.1:9092), or METRICS_ADDR= to turn metrics off", err)
+		}
 		return fmt.Errorf("admin listener (METRICS_ADDR): %w", err)
 	}
 	write := 30 * time.Second

@@ -56,3 +56,22 @@ func TestPprofOnAdminListener(t *testing.T) {
 		t.Fatalf("cpu profile: %d %.200s", code, body)
 	}
 }
+
+// Two services on one host with the default METRICS_ADDR: the second one's
+// error says what to do, not only "address already in use".
+func TestAdminAddressInUseSaysWhatToDo(t *testing.T) {
+	first := newTelemetry(t, telemetry.Settings{MetricsAddr: "127.0.0.1:0"})
+	if err := first.StartAdmin(); err != nil {
+		t.Fatal(err)
+	}
+	second := newTelemetry(t, telemetry.Settings{MetricsAddr: first.AdminAddr().String()})
+	err := second.StartAdmin()
+	if err == nil {
+		t.Fatal("second admin listener on the same address started")
+	}
+	for _, want := range []string{"METRICS_ADDR", "own METRICS_ADDR (e.g. 127.0.0.1:9092)", "METRICS_ADDR= to turn metrics off"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+}

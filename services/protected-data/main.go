@@ -40,7 +40,7 @@ type config struct {
 	RefreshCooldown  time.Duration `envconfig:"JWKS_REFRESH_COOLDOWN" default:"5s"` // least gap between unknown-kid JWKS refetches
 }
 
-func main() { service.Main("protected-data", defaultAddr, run) }
+func main() { service.Main("protected-data", defaultAddr, run, "certgen") }
 
 // validate reports every problem with the service's own settings at once,
 // each naming its variable, never its value.

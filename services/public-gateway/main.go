@@ -64,7 +64,7 @@ type config struct {
 	TokenEnv
 }
 
-func main() { service.Main("public-gateway", defaultAddr, run) }
+func main() { service.Main("public-gateway", defaultAddr, run, "jwks") }
 
 // validate reports every problem with the gateway's own settings at once,
 // each naming its variable, never its value. The secret is checked for
