@@ -218,6 +218,10 @@ func (v *Validator) keyFor(ctx context.Context, kid string, alg jwa.SignatureAlg
 	return nil, invalid(ReasonAlgorithm, "key does not match algorithm", nil)
 }
 
+// withCompact is built once: options are values, and this one carries no
+// per-call state.
+var withCompact = jws.WithCompact()
+
 // validateCold is everything after a cache miss.
 func (v *Validator) validateCold(ctx context.Context, token string, now time.Time) (cl *Claims, key *verifyKey, err error) {
 	ctx, span := v.tracer.Start(ctx, "jwtauth.validate")
@@ -236,7 +240,7 @@ func (v *Validator) validateCold(ctx context.Context, token string, now time.Tim
 	if te := precheckShape(token); te != nil {
 		return nil, nil, te
 	}
-	payload, err := jws.Verify([]byte(token), jws.WithCompact(), jws.WithContext(ctx),
+	payload, err := jws.Verify([]byte(token), withCompact, jws.WithContext(ctx),
 		jws.WithKeyProvider(jws.KeyProviderFunc(func(ctx context.Context, sink jws.KeySink, sig *jws.Signature, _ *jws.Message) error {
 			alg, kid, te := v.checkHeader(sig.ProtectedHeaders())
 			if te != nil {
@@ -290,10 +294,10 @@ func (v *Validator) checkClaims(payload []byte) (*Claims, *TokenError) {
 	var hasScope bool
 	var scp []string
 	for i, name := range claimNames { // a fixed order: the same token always gets the same answer
-		r := raw[i]
-		if r == nil {
+		if !raw.has[i] {
 			continue
 		}
+		r := &raw.v[i]
 		var err error
 		switch i {
 		case claimIss:
@@ -334,7 +338,7 @@ func (v *Validator) checkClaims(payload []byte) (*Claims, *TokenError) {
 			return nil, invalid(ReasonClaims, "invalid "+name+" claim", err)
 		}
 	}
-	if te := v.checkRegistered(c, raw[claimIss] != nil); te != nil {
+	if te := v.checkRegistered(c, raw.has[claimIss]); te != nil {
 		return nil, te
 	}
 	if hasScope {
@@ -401,25 +405,50 @@ const (
 	claimIat
 )
 
-// rawClaims holds the raw JSON value of each claim in claimNames (nil:
-// absent).
-type rawClaims [len(claimNames)]json.RawMessage
+// rawClaims holds the value of each claim in claimNames, and whether it
+// was present.
+type rawClaims struct {
+	v   [len(claimNames)]claimValue
+	has [len(claimNames)]bool
+}
+
+// claimValue is one member's value as decoded into the claims map: a plain
+// string (no escapes, valid UTF-8: nearly every claim) is kept as its
+// content, so that it is copied once and not twice (RawMessage, then
+// string); anything else as a copy of its raw JSON, which jsonString,
+// jsonStrings and numericDate then check as before.
+type claimValue struct {
+	raw []byte
+	s   string
+	str bool
+}
+
+func (cv *claimValue) UnmarshalJSON(data []byte) error {
+	if len(data) >= 2 && data[0] == '"' {
+		if in := data[1 : len(data)-1]; bytes.IndexByte(in, '\\') < 0 && utf8.Valid(in) {
+			*cv = claimValue{s: string(in), str: true}
+			return nil
+		}
+	}
+	*cv = claimValue{raw: bytes.Clone(data)}
+	return nil
+}
 
 // claimMaps recycles the maps the claims are decoded into: a fresh map
 // and its growth were ~10% of checkClaims' allocations.
 var claimMaps = sync.Pool{New: func() any {
-	m := make(map[string]json.RawMessage, 16)
+	m := make(map[string]claimValue, 16)
 	return &m
 }}
 
 // decode unmarshals the payload into a map on exact member names (a later
-// duplicate overwrites an earlier one: last wins) and keeps the raw value of
+// duplicate overwrites an earlier one: last wins) and keeps the value of
 // each member named in claimNames.
 func (r *rawClaims) decode(payload []byte) error {
-	m := claimMaps.Get().(*map[string]json.RawMessage)
+	m := claimMaps.Get().(*map[string]claimValue)
 	defer func() {
 		if *m == nil { // "null" sets the map to nil
-			*m = make(map[string]json.RawMessage, 16)
+			*m = make(map[string]claimValue, 16)
 		}
 		clear(*m)
 		claimMaps.Put(m)
@@ -428,7 +457,7 @@ func (r *rawClaims) decode(payload []byte) error {
 		return errors.New("not an object")
 	}
 	for i, name := range claimNames {
-		r[i] = (*m)[name] // the values are fresh slices: the map may go back to the pool
+		r.v[i], r.has[i] = (*m)[name] // values hold no reference to the map: it may go back to the pool
 	}
 	return nil
 }
@@ -443,7 +472,15 @@ func claimIndex(name string) int {
 }
 
 // jsonString decodes a string member of the (already validated) claims.
-func jsonString(raw json.RawMessage, dst *string) error {
+func jsonString(cv *claimValue, dst *string) error {
+	if cv.str {
+		*dst = cv.s
+		return nil
+	}
+	return jsonStringRaw(cv.raw, dst)
+}
+
+func jsonStringRaw(raw json.RawMessage, dst *string) error {
 	if len(raw) < 2 || raw[0] != '"' {
 		return errors.New("not a string")
 	}
@@ -468,7 +505,12 @@ func jsonUnquote(raw json.RawMessage, dst *string) error {
 }
 
 // jsonStrings takes a string or an array of strings (aud, scp).
-func jsonStrings(raw json.RawMessage, dst *[]string) error {
+func jsonStrings(cv *claimValue, dst *[]string) error {
+	if cv.str {
+		*dst = []string{cv.s}
+		return nil
+	}
+	raw := cv.raw
 	if len(raw) > 0 && raw[0] == '"' {
 		var s string
 		if err := json.Unmarshal(raw, &s); err != nil {
@@ -487,7 +529,8 @@ func jsonStrings(raw json.RawMessage, dst *[]string) error {
 
 // numericDate takes a JSON number of seconds (RFC 7519 NumericDate), and
 // nothing else: no string, no null, nothing past year 9999.
-func numericDate(raw json.RawMessage, dst *time.Time) error {
+func numericDate(cv *claimValue, dst *time.Time) error {
+	raw := cv.raw // nil for a string
 	if len(raw) == 0 || (raw[0] != '-' && (raw[0] < '0' || raw[0] > '9')) {
 		return errors.New("not a number")
 	}
