@@ -1,7 +1,9 @@
 package jwtauth
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -126,4 +128,51 @@ func TestRegisteredClaimsMatchJWX(t *testing.T) {
 		}
 	}
 	t.Logf("%d cases agree", n)
+}
+
+// FuzzClaimsDecode holds rawClaims.decode to json.Unmarshal into a
+// map[string]json.RawMessage (what checkClaims decoded into before): the
+// same payloads refused, the same members found (exact names, last
+// duplicate wins), and each value the same (a plain string's content, or
+// the raw JSON).
+func FuzzClaimsDecode(f *testing.F) {
+	for _, s := range []string{
+		`{"iss":"a","exp":1700000000,"aud":["x","y"]}`, `{"EXP":1,"exp":2}`, `{"exp":1,"exp":"2"}`,
+		`{"iss":"a\u0062","sub":"\ud800","tnt_id":"é","app_id":null}`, `null`, `[]`, `{}`, ` {"a":{}} `,
+		`{"a":1}x`, `{"a":1,}`, `{"\u0069ss":"x","ſub":"y","scope":"a b"}`, "{\"iss\":\"\xff\"}",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		var want map[string]json.RawMessage
+		wantErr := json.Unmarshal(payload, &want) != nil || want == nil
+		var got rawClaims
+		gotErr := got.decode(payload) != nil
+		if gotErr != wantErr {
+			t.Fatalf("%q: decode error %v, json.Unmarshal error %v", payload, gotErr, wantErr)
+		}
+		if gotErr {
+			return
+		}
+		for i, name := range claimNames {
+			raw, ok := want[name]
+			if got.has[i] != ok {
+				t.Fatalf("%q: %s present %v, want %v", payload, name, got.has[i], ok)
+			}
+			if !ok {
+				continue
+			}
+			cv := got.v[i]
+			if !cv.str {
+				if !bytes.Equal(cv.raw, raw) {
+					t.Fatalf("%q: %s raw %q, want %q", payload, name, cv.raw, raw)
+				}
+				continue
+			}
+			var s string
+			if raw[0] != '"' || json.Unmarshal(raw, &s) != nil || s != cv.s {
+				t.Fatalf("%q: %s string %q, want %s", payload, name, cv.s, raw)
+			}
+		}
+	})
 }
