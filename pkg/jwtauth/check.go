@@ -23,9 +23,9 @@ import (
 )
 
 // The cold path. jwx does the work: jws.Verify parses the compact JWS and
-// checks the signature with the one key and algorithm we hand it, jwt parses
-// the claims and jwt.Validate checks iss, exp, nbf, iat and aud. Around it
-// sit the checks jwx does not make:
+// checks the signature with the one key and algorithm we hand it; the
+// claims are checked with jwt.Validate's rules (see checkRegistered). Around
+// it sit the checks jwx does not make:
 //
 //   - before decoding: size, the base64url alphabet, three non-empty parts
 //     (five is a JWE), so junk costs no JSON parsing;
@@ -282,7 +282,7 @@ func (v *Validator) validateCold(ctx context.Context, token string, now time.Tim
 // decoder is not used for them, because it accepts "exp" as a numeric
 // string or an RFC 3339 date, and costs ~130 allocations a token. The
 // registered claims are then checked exactly as jwx's jwt.Validate checks
-// them (see checkTimes), without building a jwt.Token: iss (exact), exp
+// them (see checkRegistered), without building a jwt.Token: iss (exact), exp
 // (required), nbf, iat, aud, with the leeway and our clock.
 func (v *Validator) checkClaims(payload []byte) (*Claims, *TokenError) {
 	var raw rawClaims
@@ -354,7 +354,7 @@ func (v *Validator) checkClaims(payload []byte) (*Claims, *TokenError) {
 
 // checkRegistered makes jwx v2's jwt.Validate checks, in its order and with
 // its semantics, on the decoded claims (building a jwt.Token and running
-// jwt.Validate on it cost ~10% of the cold path): iat, exp, nbf (times
+// jwt.Validate on it cost ~5% of the cold path and 16 allocations): iat, exp, nbf (times
 // truncated to whole seconds, a zero time or Unix second 0 taken as absent,
 // the leeway added on the lenient side), then iss (present and equal), exp
 // present, and aud (one of Audience, when set). TestRegisteredClaimsMatchJWX
