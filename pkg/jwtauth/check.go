@@ -434,10 +434,27 @@ func (cv *claimValue) UnmarshalJSON(data []byte) error {
 	return nil
 }
 
+// claimKey is a member name decoded as its index in claimNames (-1 for
+// every other name): encoding/json hands it the unquoted name, exactly as
+// it would build a string key, and the map then needs no key string per
+// member.
+type claimKey int8
+
+func (k *claimKey) UnmarshalText(name []byte) error {
+	*k = -1
+	for i, n := range claimNames {
+		if n == string(name) { // exact: no case folding
+			*k = claimKey(i)
+			break
+		}
+	}
+	return nil
+}
+
 // claimMaps recycles the maps the claims are decoded into: a fresh map
 // and its growth were ~10% of checkClaims' allocations.
 var claimMaps = sync.Pool{New: func() any {
-	m := make(map[string]claimValue, 16)
+	m := make(map[claimKey]claimValue, len(claimNames)+1)
 	return &m
 }}
 
@@ -445,10 +462,10 @@ var claimMaps = sync.Pool{New: func() any {
 // duplicate overwrites an earlier one: last wins) and keeps the value of
 // each member named in claimNames.
 func (r *rawClaims) decode(payload []byte) error {
-	m := claimMaps.Get().(*map[string]claimValue)
+	m := claimMaps.Get().(*map[claimKey]claimValue)
 	defer func() {
 		if *m == nil { // "null" sets the map to nil
-			*m = make(map[string]claimValue, 16)
+			*m = make(map[claimKey]claimValue, len(claimNames)+1)
 		}
 		clear(*m)
 		claimMaps.Put(m)
@@ -456,19 +473,12 @@ func (r *rawClaims) decode(payload []byte) error {
 	if err := json.Unmarshal(payload, m); err != nil || *m == nil {
 		return errors.New("not an object")
 	}
-	for i, name := range claimNames {
-		r.v[i], r.has[i] = (*m)[name] // values hold no reference to the map: it may go back to the pool
-	}
-	return nil
-}
-
-func claimIndex(name string) int {
-	for i, n := range claimNames {
-		if n == name {
-			return i
+	for k, cv := range *m {
+		if k >= 0 { // values hold no reference to the map: it may go back to the pool
+			r.v[k], r.has[k] = cv, true
 		}
 	}
-	return -1
+	return nil
 }
 
 // jsonString decodes a string member of the (already validated) claims.
