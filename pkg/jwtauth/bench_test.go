@@ -28,6 +28,7 @@ import (
 //	JWXParse                jwx v2's jwt.Parse with the key, iss, aud, exp: jwx used directly
 //	Validate{Cold,Cached}   this package, cache off / on
 //	Middleware{Cold,Cached} the same through an Echo route
+//	ColdVsFloor             ValidateCold / FloorRSAVerify, alternated in one loop
 //
 // Run: cd pkg && go test -run '^$' -bench . -benchmem ./jwtauth/
 // The comparison with other libraries (keyfunc, auth0) is in ../../bench.
@@ -104,6 +105,47 @@ func benchValidate(b *testing.B, cacheSize int) {
 		}
 	}
 	reportCPU(b, cpu)
+}
+
+// BenchmarkColdVsFloor alternates 50 raw RSA verifies (the floor) and 50
+// cold validations, and reports the ratio of their CPU times ("x-floor").
+// On a shared machine whose speed drifts from second to second (other
+// builds, a busy sibling hyperthread), two separate benchmarks a few seconds
+// apart can each be off by 20%; alternating in millisecond chunks puts
+// both under the same conditions, so the ratio is steadier than either.
+func BenchmarkColdVsFloor(b *testing.B) {
+	env := newBenchEnv(b)
+	v := env.validator(b, -1)
+	ctx := context.Background()
+	pub := env.idp.SigningKey().Signer.Public().(*rsa.PublicKey)
+	i := strings.LastIndexByte(env.token, '.')
+	in := []byte(env.token[:i])
+	sig, err := base64.RawURLEncoding.DecodeString(env.token[i+1:])
+	if err != nil {
+		b.Fatal(err)
+	}
+	const chunk = 50
+	var floor, cold time.Duration
+	for b.Loop() {
+		t0 := cpuTime()
+		for range chunk {
+			d := sha256.Sum256(in)
+			if err := rsa.VerifyPKCS1v15(pub, crypto.SHA256, d[:], sig); err != nil {
+				b.Fatal(err)
+			}
+		}
+		t1 := cpuTime()
+		for range chunk {
+			if _, err := v.Validate(ctx, env.token); err != nil {
+				b.Fatal(err)
+			}
+		}
+		t2 := cpuTime()
+		floor, cold = floor+t1-t0, cold+t2-t1
+	}
+	b.ReportMetric(float64(cold)/float64(floor), "x-floor")
+	b.ReportMetric(float64(cold)/float64(b.N*chunk), "cold-cpu-ns/op")
+	b.ReportMetric(float64(floor)/float64(b.N*chunk), "floor-cpu-ns/op")
 }
 
 func BenchmarkValidateCold(b *testing.B)   { benchValidate(b, -1) }

@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/lestrrat-go/jwx/v2/jwt"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/time/rate"
@@ -53,8 +52,6 @@ type Validator struct {
 	inflight   chan struct{} // closed when the in-flight refetch ends
 	limiter    *rate.Limiter
 	refetchReq chan chan struct{}
-
-	validateOpts []jwt.ValidateOption // built once: jwx's claim checks
 
 	nextRetry atomic.Int64 // unix nanos of the next scheduled fetch, for Retry-After
 	lastErr   atomic.Pointer[error]
@@ -104,21 +101,6 @@ func New(ctx context.Context, cfg Config) (*Validator, error) {
 	}
 	if cfg.CacheSize > 0 {
 		v.cache = newTokenCache(cfg.CacheSize)
-	}
-	v.validateOpts = []jwt.ValidateOption{
-		jwt.WithClock(jwt.ClockFunc(v.clock.Now)),
-		jwt.WithAcceptableSkew(cfg.Leeway),
-		jwt.WithIssuer(cfg.Issuer),
-		jwt.WithRequiredClaim(jwt.ExpirationKey),
-	}
-	if len(cfg.Audience) > 0 {
-		aud := cfg.Audience
-		v.validateOpts = append(v.validateOpts, jwt.WithValidator(jwt.ValidatorFunc(func(_ context.Context, t jwt.Token) jwt.ValidationError {
-			if slices.ContainsFunc(t.Audience(), func(a string) bool { return slices.Contains(aud, a) }) {
-				return nil
-			}
-			return jwt.ErrInvalidAudience()
-		})))
 	}
 	v.ctx, v.cancel = context.WithCancel(ctx)
 	v.started = v.clock.Now()
