@@ -16,11 +16,14 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 tmp=$(mktemp -d)
-# Three free ports (and their +3090 metrics ports) in 20000-39999.
+# Three free ports (and their +3090 metrics ports) in 20000-28999: below
+# Linux's ephemeral range (32768+), where a port that nothing listens on
+# can still be the source port of some connection and so refuse a bind
+# (seen in CI with the container tests running alongside).
 free_port() {
   local p
   while :; do
-    p=$((20000 + RANDOM % 20000))
+    p=$((20000 + RANDOM % 9000))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && ! (exec 3<>"/dev/tcp/127.0.0.1/$((p + 3090))") 2>/dev/null &&
       [[ " ${used:-} " != *" $p "* ]]; then
       used="${used:-} $p"

@@ -15,10 +15,8 @@
 // filtered when the JWKS is loaded (kid required, "use"/"key_ops" respected,
 // RSA >= 2048 bits, one allowed algorithm per key: its "alg", or when it has
 // none the single allowed algorithm that fits its type, else the key is
-// refused). The registered claims are checked with jwt.Validate's rules
-// (iss, exp required, nbf, iat, aud, with the leeway), applied directly to
-// the decoded claims: a differential test holds the two to the same
-// answers. Around them, checks jwx does not make: size and shape before
+// refused). The registered claims are checked by jwx's jwt.Validate
+// (iss, exp required, nbf, iat, aud, with the leeway and our clock). Around them, checks jwx does not make: size and shape before
 // decoding, canonical base64 and a header that is exactly one JSON object
 // (jws.Verify verifies a re-encoding of what it parsed, so this makes it the
 // bytes received), "crit", "b64", JWE headers, nested "cty": JWT, the header

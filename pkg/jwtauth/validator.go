@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/lestrrat-go/jwx/v2/jwt"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/time/rate"
@@ -52,6 +53,8 @@ type Validator struct {
 	inflight   chan struct{} // closed when the in-flight refetch ends
 	limiter    *rate.Limiter
 	refetchReq chan chan struct{}
+
+	registeredOpts []jwt.ValidateOption // jwt.Validate's, built once in New
 
 	nextRetry atomic.Int64 // unix nanos of the next scheduled fetch, for Retry-After
 	lastErr   atomic.Pointer[error]
@@ -99,6 +102,7 @@ func New(ctx context.Context, cfg Config) (*Validator, error) {
 		refetchReq: make(chan chan struct{}, 1),
 		limiter:    rate.NewLimiter(rate.Every(cfg.UnknownKIDCooldown), 1),
 	}
+	v.registeredOpts = v.registeredOptions()
 	if cfg.CacheSize > 0 {
 		v.cache = newTokenCache(cfg.CacheSize)
 	}

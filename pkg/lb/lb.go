@@ -109,6 +109,23 @@ func (c *Config) withDefaults() Config {
 // ErrClosed is returned by RoundTrip after Close.
 var ErrClosed = errors.New("lb: transport closed")
 
+// ResolveError is a failure to turn the host's name into addresses. A
+// resolver timeout is one too, but it says nothing about the upstream's
+// speed: callers should not report it as the upstream timing out.
+type ResolveError struct {
+	Host string
+	Err  error // nil: the name resolved to no address
+}
+
+func (e *ResolveError) Error() string {
+	if e.Err == nil {
+		return "lb: resolving " + e.Host + ": no addresses"
+	}
+	return "lb: resolving " + e.Host + ": " + e.Err.Error()
+}
+
+func (e *ResolveError) Unwrap() error { return e.Err }
+
 // Transport is an http.RoundTripper; build it with NewTransport and Close it
 // when done. It is safe for concurrent use.
 type Transport struct {
@@ -425,7 +442,7 @@ func (t *Transport) lookup(host string) ([]netip.Addr, error) {
 	defer cancel()
 	ips, err := t.cfg.Resolver.LookupIPAddr(ctx, host)
 	if err != nil {
-		return nil, fmt.Errorf("lb: resolving %s: %w", host, err)
+		return nil, &ResolveError{Host: host, Err: err}
 	}
 	seen := make(map[netip.Addr]bool, len(ips))
 	out := make([]netip.Addr, 0, len(ips))
@@ -444,7 +461,7 @@ func (t *Transport) lookup(host string) ([]netip.Addr, error) {
 		}
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("lb: resolving %s: no addresses", host)
+		return nil, &ResolveError{Host: host}
 	}
 	// A stable order keeps round-robin fair across re-resolves even when DNS
 	// rotates its answers.

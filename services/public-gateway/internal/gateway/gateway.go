@@ -16,6 +16,7 @@ import (
 	"github.com/go-resty/resty/v2"
 	"github.com/labstack/echo/v4"
 
+	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/lb"
 	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/m2m"
 	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/service"
 )
@@ -176,8 +177,8 @@ func (g *Gateway) protected(c echo.Context) error {
 	return c.Blob(resp.StatusCode(), ct, resp.Body())
 }
 
-// downstreamError maps a failed call to 503 (no token), 504 (timeout) or
-// 502 (anything else). The error is logged; the caller gets no internals.
+// downstreamError maps a failed call to 503 (no token), 504 (protected-data
+// timed out) or 502 (anything else, an unresolvable name included). The error is logged; the caller gets no internals.
 func (g *Gateway) downstreamError(c echo.Context, err error) error {
 	rid := c.Response().Header().Get(service.HeaderRequestID)
 	var ne net.Error
@@ -195,6 +196,12 @@ func (g *Gateway) downstreamError(c echo.Context, err error) error {
 		// back then finds a token if the IdP has recovered.
 		c.Response().Header().Set("Retry-After", strconv.Itoa(int(m2m.RetryAfter(err)/time.Second)))
 		return service.JSONError(c, http.StatusServiceUnavailable, "temporarily_unavailable", "the gateway holds no valid access token; try again shortly")
+	case errors.As(err, new(*lb.ResolveError)):
+		// Checked before timeouts: a resolver that timed out says nothing
+		// about protected-data's speed, and 504 would send an operator to
+		// the wrong place.
+		g.logCause(&g.unreachableLog, "protected-data's name does not resolve", err, rid)
+		return service.JSONError(c, http.StatusBadGateway, "bad_gateway", "protected-data is unreachable")
 	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
 		g.logCause(&g.timeoutLog, "protected-data timed out", err, rid)
 		return service.JSONError(c, http.StatusGatewayTimeout, "gateway_timeout", "protected-data did not answer in time")

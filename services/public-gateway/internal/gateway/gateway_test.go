@@ -15,6 +15,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/lb"
 	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/m2m"
 	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/service"
 )
@@ -306,5 +307,31 @@ func TestDownstreamRedirectIsNotFollowed(t *testing.T) {
 	}
 	if n := elsewhere.Load(); n != 0 {
 		t.Errorf("the redirect target got %d request(s), with a bearer token", n)
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// A resolver that timed out says nothing about protected-data's speed: 502,
+// not 504 (seen after a gateway restart under load in compose).
+func TestUnresolvableDownstreamIs502EvenOnAResolverTimeout(t *testing.T) {
+	tokenURL, _ := countingTokenEndpoint(t)
+	ts, err := m2m.New(m2m.Config{TokenURL: tokenURL, ClientID: "c", ClientSecret: "s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ts.Close() })
+	dnsTimeout := &lb.ResolveError{Host: "protected-data", Err: &net.DNSError{Err: "i/o timeout", Name: "protected-data", IsTimeout: true}}
+	e := service.NewEcho(service.NewDiscardLogger())
+	New(Config{ProtectedDataURL: "http://protected-data:6002", Timeout: 2 * time.Second,
+		Transport: roundTripFunc(func(*http.Request) (*http.Response, error) { return nil, dnsTimeout }),
+		Tokens:    ts, Log: service.NewDiscardLogger()}).Register(e)
+	for _, path := range []string{PublicPath, ProtectedPath} {
+		rec := call(e, path, "Bearer x")
+		if rec.Code != http.StatusBadGateway || !strings.Contains(rec.Body.String(), "protected-data is unreachable") {
+			t.Errorf("%s: got %d %s, want 502 JSON", path, rec.Code, rec.Body)
+		}
 	}
 }
