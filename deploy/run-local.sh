@@ -177,8 +177,11 @@ name=$(name_of "${gone:-}")
 if [ "$st" = 0 ]; then
   # A clean exit of its own (e.g. `kill <pid>`, SIGTERM): not a crash, but
   # make run did not end as asked (Ctrl-C), so not a success either. A
-  # Ctrl-C that reached the service too has already run our trap (bash runs
-  # it as soon as `wait` returns) and exited 0 above.
+  # Ctrl-C reaches the services and this shell together, and a service can
+  # be done before our trap has run (seen in CI): give the trap a moment. A
+  # signal that arrives during the sleep runs it when the sleep ends.
+  sleep 0.5
+  [ -n "$stopping" ] && exit 0
   echo "run: $name stopped (exit 0) while the others ran; stopping them" >&2
   exit 1
 fi
