@@ -3,6 +3,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -109,7 +110,7 @@ func run(ctx context.Context, args []string) error {
 	host, _ := os.Hostname()
 	log.Info("protected-data starting",
 		slog.String("jwks_url", ep.JWKSURL), slog.String("issuer", ep.Issuer),
-		slog.String("algorithms", strings.Join(cfg.Algorithms, ",")), slog.String("replica", host))
+		slog.String("algorithms", cmp.Or(strings.Join(cfg.Algorithms, ","), "RS256")), slog.String("replica", host))
 
 	var opts []jwtauth.Option
 	if len(cfg.RequiredScopes) > 0 {
