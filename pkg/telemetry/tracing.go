@@ -3,8 +3,10 @@ package telemetry
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 
@@ -43,6 +45,15 @@ func TracingConfigured() bool {
 func newTracerProvider(ctx context.Context, service string, log *slog.Logger) (*sdktrace.TracerProvider, error) {
 	if !TracingConfigured() {
 		return nil, nil
+	}
+	// The SDK takes a bad endpoint silently and exports nowhere: say so at
+	// start, naming the variable (an endpoint may carry credentials: no value).
+	for _, name := range []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"} {
+		if v := os.Getenv(name); v != "" {
+			if u, err := url.Parse(v); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				return nil, fmt.Errorf("%s: not an http(s) URL (e.g. http://otel-collector:4318)", name)
+			}
+		}
 	}
 	exp, err := otlptracehttp.New(ctx)
 	if err != nil {

@@ -238,3 +238,24 @@ func TestTracesEndpointVariable(t *testing.T) {
 		t.Fatalf("want one failed client span from solo, got %+v", spans)
 	}
 }
+
+// The SDK would take a malformed endpoint and export nowhere: refused at
+// start, naming the variable and not its value (it may carry credentials).
+func TestMalformedOTLPEndpointIsAConfigError(t *testing.T) {
+	for _, name := range []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"} {
+		t.Run(name, func(t *testing.T) {
+			t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+			t.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")
+			t.Setenv("OTEL_SDK_DISABLED", "")
+			t.Setenv(name, "::user:s3cret@bad")
+			tel, err := telemetry.New(context.Background(), "test-svc", telemetry.Settings{}, nil)
+			if err == nil {
+				tel.Close()
+				t.Fatal("accepted")
+			}
+			if !strings.Contains(err.Error(), name+": not an http(s) URL") || strings.Contains(err.Error(), "s3cret") {
+				t.Errorf("error %q: want it to name %s and not echo the value", err, name)
+			}
+		})
+	}
+}
