@@ -196,17 +196,16 @@ func (v *Validator) keyFor(ctx context.Context, kid string, alg jwa.SignatureAlg
 	}
 	cands, ok := ks.keys[kid]
 	if !ok {
-		if why, refused := ks.refused[kid]; refused {
-			return nil, invalid(ReasonKeyUnusable, "key not usable", errors.New(why))
-		}
-		if ks = v.refetch(ctx); ks != nil {
+		// Unknown, or refused at load (say, no alg): the IdP may have
+		// published or fixed it since. Both refetch behind the same
+		// limiter, so neither becomes a JWKS flood.
+		if fresh := v.refetch(ctx); fresh != nil {
+			ks = fresh
 			cands, ok = ks.keys[kid]
 		}
 		if !ok {
-			if ks != nil {
-				if why, refused := ks.refused[kid]; refused {
-					return nil, invalid(ReasonKeyUnusable, "key not usable", errors.New(why))
-				}
+			if why, refused := ks.refused[kid]; refused {
+				return nil, invalid(ReasonKeyUnusable, "key not usable", errors.New(why))
 			}
 			return nil, invalid(ReasonUnknownKID, "unknown kid", nil)
 		}

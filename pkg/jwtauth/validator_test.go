@@ -187,6 +187,30 @@ func TestUnknownKIDCooldown(t *testing.T) {
 	}
 }
 
+// A key refused at load (here: published with use "enc") that the IdP then
+// fixes is picked up behind the same cooldown as an unknown kid, not only at
+// the next periodic refresh.
+func TestRefusedKIDIsRefetchedAfterTheCooldown(t *testing.T) {
+	idp := jwtauthtest.NewIdP(t)
+	fixed := idp.Rotate() // the signing key from now on...
+	idp.SetKeyUse(fixed.KID, "enc")
+	v, clk := newFakeClockValidator(t, idp, func(c *jwtauth.Config) { c.UnknownKIDCooldown = 0 }) // ...refused at load; the default cooldown
+	e := newServer(v)
+	tok := idp.Mint(nil)
+	if r := do(t, e, bearer(tok)); r.status != http.StatusUnauthorized || r.body["error_description"] != "key not usable" {
+		t.Fatalf("refused key: %d %v, want 401 key not usable", r.status, r.body)
+	}
+	idp.SetKeyUse(fixed.KID, "sig")
+	before := idp.Fetches()
+	clk.Advance(jwtauth.DefaultUnknownKIDCooldown)
+	if r := do(t, e, bearer(tok)); r.status != http.StatusOK {
+		t.Fatalf("key fixed at the IdP, after the cooldown: %d %v, want 200", r.status, r.body)
+	}
+	if got := idp.Fetches() - before; got != 1 {
+		t.Errorf("%d JWKS fetches to pick up the fixed key, want 1", got)
+	}
+}
+
 // TestKnownKIDsNeverWaitOnRefetch: while an unknown-kid refetch hangs on a
 // stalled IdP, tokens with known kids are still answered.
 func TestKnownKIDsNeverWaitOnRefetch(t *testing.T) {
