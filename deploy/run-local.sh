@@ -177,11 +177,21 @@ name=$(name_of "${gone:-}")
 if [ "$st" = 0 ]; then
   # A clean exit of its own (e.g. `kill <pid>`, SIGTERM): not a crash, but
   # make run did not end as asked (Ctrl-C), so not a success either. A
-  # Ctrl-C reaches the services and this shell together, and a service can
-  # be done before our trap has run (seen in CI): give the trap a moment. A
-  # signal that arrives during the sleep runs it when the sleep ends.
-  sleep 0.5
-  [ -n "$stopping" ] && exit 0
+  # Ctrl-C reaches every service, and a service can be done before our
+  # trap has run (seen in CI under load). If every service is ending too,
+  # it was that Ctrl-C: a quiet exit 0. One service stopping alone is not.
+  for _ in {1..30}; do
+    [ -n "$stopping" ] && exit 0
+    # `jobs -rp`, not kill -0: an exited child stays a zombie until reaped.
+    running=" $(jobs -rp | tr '\n' ' ') "
+    alive=0
+    for i in "${!pids[@]}"; do
+      [ "${names[$i]}" = parent-watch ] && continue
+      [[ "$running" == *" ${pids[$i]} "* ]] && alive=1
+    done
+    [ "$alive" = 0 ] && exit 0
+    sleep 0.1
+  done
   echo "run: $name stopped (exit 0) while the others ran; stopping them" >&2
   exit 1
 fi
