@@ -1,40 +1,17 @@
 package main
 
 import (
-	"os"
-	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/service"
+	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/service/servicetest"
 )
-
-// clearEnv unsets, for this test, every variable the config reads, so that
-// the developer's own environment cannot change the outcome.
-func clearEnv(t *testing.T, typ reflect.Type) {
-	for i := range typ.NumField() {
-		f := typ.Field(i)
-		if f.Anonymous {
-			clearEnv(t, f.Type)
-			continue
-		}
-		if name := f.Tag.Get("envconfig"); name != "" {
-			if _, set := os.LookupEnv(name); set {
-				t.Setenv(name, "") // restores it after the test
-				os.Unsetenv(name)
-			}
-		}
-	}
-}
 
 func load(t *testing.T, env ...string) []string {
 	t.Helper()
-	clearEnv(t, reflect.TypeFor[config]())
-	for _, kv := range env {
-		k, v, _ := strings.Cut(kv, "=")
-		t.Setenv(k, v)
-	}
 	var cfg config
+	servicetest.SetEnv(t, &cfg, env...)
 	_, errs := service.Load(&cfg, defaultAddr)
 	_, verrs := cfg.validate()
 	var msgs []string

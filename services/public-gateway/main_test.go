@@ -1,25 +1,20 @@
 package main
 
 import (
-	"os"
-	"reflect"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/service"
+	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/service/servicetest"
 )
 
 // load reads the gateway's configuration from exactly env, as run does.
 func load(t *testing.T, env ...string) (config, []string) {
 	t.Helper()
-	clearEnv(t, reflect.TypeFor[config]())
-	for _, kv := range env {
-		k, v, _ := strings.Cut(kv, "=")
-		t.Setenv(k, v)
-	}
 	var cfg config
+	servicetest.SetEnv(t, &cfg, env...)
 	_, errs := service.Load(&cfg, defaultAddr)
 	_, _, _, verrs := cfg.validate(service.NewDiscardLogger())
 	var msgs []string
@@ -27,24 +22,6 @@ func load(t *testing.T, env ...string) (config, []string) {
 		msgs = append(msgs, strings.Split(e.Error(), "\n")...) // a joined error: one line each
 	}
 	return cfg, msgs
-}
-
-// clearEnv unsets, for this test, every variable the config reads, so that
-// the developer's own environment cannot change the outcome.
-func clearEnv(t *testing.T, typ reflect.Type) {
-	for i := range typ.NumField() {
-		f := typ.Field(i)
-		if f.Anonymous {
-			clearEnv(t, f.Type)
-			continue
-		}
-		for _, name := range []string{f.Tag.Get("envconfig"), f.Tag.Get("envconfig") + "_FILE"} {
-			if _, set := os.LookupEnv(name); set && name != "" && name != "_FILE" {
-				t.Setenv(name, "") // restores it after the test
-				os.Unsetenv(name)
-			}
-		}
-	}
 }
 
 func TestValidateAcceptsAWorkingConfiguration(t *testing.T) {

@@ -7,7 +7,6 @@ import (
 	"encoding/pem"
 	"os"
 	"path/filepath"
-	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -15,17 +14,14 @@ import (
 	"time"
 
 	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/service"
+	"github.com/wristband-m2m-go/wristband-m2m-go/pkg/service/servicetest"
 )
 
 // load reads the emulator's configuration from exactly env, as run does.
 func load(t *testing.T, env ...string) (config, map[string]string, []string) {
 	t.Helper()
-	clearEnv(t, reflect.TypeFor[config]())
-	for _, kv := range env {
-		k, v, _ := strings.Cut(kv, "=")
-		t.Setenv(k, v)
-	}
 	var cfg config
+	servicetest.SetEnv(t, &cfg, env...)
 	_, errs := service.Load(&cfg, defaultAddr)
 	clients, _, verrs := cfg.validate()
 	var msgs []string
@@ -33,24 +29,6 @@ func load(t *testing.T, env ...string) (config, map[string]string, []string) {
 		msgs = append(msgs, strings.Split(e.Error(), "\n")...) // a joined error: one line each
 	}
 	return cfg, clients, msgs
-}
-
-// clearEnv unsets, for this test, every variable the config reads, so that
-// the developer's own environment cannot change the outcome.
-func clearEnv(t *testing.T, typ reflect.Type) {
-	for i := range typ.NumField() {
-		f := typ.Field(i)
-		if f.Anonymous {
-			clearEnv(t, f.Type)
-			continue
-		}
-		for _, name := range []string{f.Tag.Get("envconfig"), f.Tag.Get("envconfig") + "_FILE"} {
-			if _, set := os.LookupEnv(name); set && name != "" && name != "_FILE" {
-				t.Setenv(name, "") // restores it after the test
-				os.Unsetenv(name)
-			}
-		}
-	}
 }
 
 // keyPEM is one PKCS#8 RSA key for all cases: generating one per case
